@@ -1,0 +1,30 @@
+"""llmspeed: make a language model answer faster and cheaper, and prove what it cost.
+
+Nothing heavy is imported here: names resolve lazily on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["LLM", "load", "compress_", "evaluate", "Recipe", "SamplingParams", "EngineConfig", "__version__"]
+
+_LAZY = {
+    "LLM": ("llmspeed.llm", "LLM"),
+    "load": ("llmspeed.llm", "load"),
+    "compress_": ("llmspeed.compress.api", "compress_"),
+    "Recipe": ("llmspeed.compress.api", "Recipe"),
+    "evaluate": ("llmspeed.evaluation.api", "evaluate"),
+    "SamplingParams": ("llmspeed.runtime.sequence", "SamplingParams"),
+    "EngineConfig": ("llmspeed.runtime.engine", "EngineConfig"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        mod, attr = _LAZY[name]
+        return getattr(importlib.import_module(mod), attr)
+    raise AttributeError(f"module 'llmspeed' has no attribute {name!r}")

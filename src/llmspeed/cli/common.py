@@ -1,0 +1,32 @@
+"""Options and helpers shared by the commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+MODEL_HELP = "default (embedded SmolLM2-135M-Instruct), a HF model dir, a .gguf file, or an llmspeed-saved dir"
+ModelOpt = typer.Option("default", "--model", "-m", help=MODEL_HELP)
+ThreadsOpt = typer.Option(None, "--threads", help="torch threads (default: physical cores)")
+
+
+def read_text_file(path: Path) -> str:
+    """Read a UTF-8 text file, with a one-line error for the usual mistakes."""
+    if not path.exists():
+        raise FileNotFoundError(f"file not found: {path}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a text file")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not valid UTF-8 (byte {e.start}): pass a UTF-8 text file") from None
+
+
+def load_llm(model: str, dtype: str = "float32", threads: int | None = None, recipe: str | None = None):  # noqa: ANN201
+    import llmspeed
+
+    llm = llmspeed.load(model, dtype=dtype, threads=threads)
+    if recipe:
+        llmspeed.compress_(llm, recipe)
+    return llm

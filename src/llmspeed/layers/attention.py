@@ -1,0 +1,67 @@
+"""Attention over a paged KV cache.
+
+Every forward pass builds one `AttnBatch` (positions, mask, cache slot maps) that all layers share, so
+prefill, decode, ragged batches and prefix-cached prompts run through the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class AttnBatch:
+    positions: torch.Tensor  # [B, T] int64: absolute position of each new token (pads: 0)
+    mask: torch.Tensor  # [B, 1, T, S] bool: query t of row b may attend key s
+    slot_mapping: torch.Tensor | None = None  # [B*T] int64: flat cache slot for each new token's K/V
+    gather_idx: torch.Tensor | None = None  # [B, S] int64: flat cache slots of keys 0..S-1 per row
+
+    @staticmethod
+    def no_cache(batch: int, seq_len: int, lengths: torch.Tensor | None = None) -> AttnBatch:
+        """Causal self-attention over the given tokens only (right-padded rows when `lengths` is given)."""
+        pos = torch.arange(seq_len).unsqueeze(0).expand(batch, seq_len)  # [B, T]
+        if lengths is not None:
+            pos = torch.where(pos < lengths.unsqueeze(1), pos, torch.zeros_like(pos))
+        return AttnBatch(positions=pos, mask=causal_mask(pos, seq_len))
+
+
+def causal_mask(positions: torch.Tensor, num_keys: int) -> torch.Tensor:
+    """Key s (position s in the row) is visible to a query at position p iff s <= p. [B, T] -> [B, 1, T, S]."""
+    keys = torch.arange(num_keys).view(1, 1, num_keys)  # [1, 1, S]
+    return (keys <= positions.unsqueeze(-1)).unsqueeze(1)
+
+
+def attend(
+    q: torch.Tensor,  # [B, T, H, D]
+    k: torch.Tensor,  # [B, T, Hkv, D] (new tokens)
+    v: torch.Tensor,  # [B, T, Hkv, D]
+    meta: AttnBatch,
+    cache: tuple[torch.Tensor, torch.Tensor] | None,  # ([slots, Hkv, D], [slots, Hkv, D]) of this layer
+    scale: float,
+) -> torch.Tensor:  # -> [B, T, H*D]
+    B, T, H, D = q.shape
+    Hkv = k.shape[2]
+    if cache is not None:
+        ck, cv = cache
+        assert meta.slot_mapping is not None and meta.gather_idx is not None
+        ck.index_copy_(0, meta.slot_mapping, k.reshape(B * T, Hkv, D).to(ck.dtype))
+        cv.index_copy_(0, meta.slot_mapping, v.reshape(B * T, Hkv, D).to(cv.dtype))
+        k = ck[meta.gather_idx]  # [B, S, Hkv, D]
+        v = cv[meta.gather_idx]
+    qh = q.transpose(1, 2)  # [B, H, T, D]
+    kh = k.transpose(1, 2).to(q.dtype)  # [B, Hkv, S, D]
+    vh = v.transpose(1, 2).to(q.dtype)
+    if T == 1:
+        # decode: grouped-query attention without materialising repeated K/V
+        G = H // Hkv
+        qg = qh.reshape(B, Hkv, G, D)  # [B, Hkv, G, D]
+        scores = (qg @ kh.transpose(-1, -2)).float() * scale  # [B, Hkv, G, S]
+        scores = scores.masked_fill(~meta.mask.view(B, 1, 1, -1), float("-inf"))
+        probs = torch.softmax(scores, dim=-1).to(vh.dtype)
+        out = probs @ vh  # [B, Hkv, G, D]
+        return out.reshape(B, 1, H * D)
+    out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=meta.mask, scale=scale, enable_gqa=H != Hkv)
+    return out.transpose(1, 2).reshape(B, T, H * D)  # [B, T, H*D]

@@ -1,0 +1,189 @@
+"""`LLM`: a loaded model + tokenizer + the engine; what `llmspeed.load` returns."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from llmspeed.models.config import ModelConfig
+from llmspeed.models.tokenizer import Tokenizer
+from llmspeed.runtime.engine import Engine, EngineConfig
+from llmspeed.runtime.sequence import SamplingParams, Sequence
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationOutput:
+    text: str
+    token_ids: list[int]
+    prompt_token_ids: list[int]
+    finish_reason: str | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "token_ids": self.token_ids, "prompt_tokens": len(self.prompt_token_ids),
+                "completion_tokens": len(self.token_ids), "finish_reason": self.finish_reason,
+                "timings": self.timings}
+
+
+class LLM:
+    def __init__(self, model: nn.Module, tokenizer: Tokenizer, recipe: list[str] | None = None,
+                 source: str = "", engine_config: EngineConfig | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.recipe: list[str] = list(recipe or [])
+        self.source = source
+        self.engine_config = engine_config or EngineConfig()
+        self._engine: Engine | None = None
+        self.last_output: GenerationOutput | None = None
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config  # type: ignore[return-value]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(p.dtype for p in self.model.parameters() if p.is_floating_point())
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine(self.model, self.tokenizer, self.engine_config)
+        return self._engine
+
+    def reset_engine(self, **changes: Any) -> Engine:
+        """Rebuild the engine (e.g. after compression changed the model, or for a larger KV cache)."""
+        import dataclasses
+
+        self.engine_config = dataclasses.replace(self.engine_config, **changes)
+        self._engine = None
+        return self.engine
+
+    # -- text in, text out ------------------------------------------------------------------------
+    def _prepare(self, prompt: str, chat: bool) -> list[int]:
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError("prompt is empty")
+        if chat:
+            prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}])
+        return self.tokenizer.encode(prompt)
+
+    def _params(self, max_new_tokens: int, temperature: float, top_k: int, top_p: float, seed: int | None,
+                stop: list[str] | tuple[str, ...] | None, ignore_eos: bool) -> SamplingParams:
+        return SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                              seed=seed, stop=tuple(stop or ()), ignore_eos=ignore_eos)
+
+    def _ensure_capacity(self, seqs: list[Sequence]) -> None:
+        need = sum(len(s.prompt_ids) + s.params.max_new_tokens + self.engine_config.block_size for s in seqs)
+        eng = self.engine
+        if need > eng.kv.capacity_tokens and not eng.has_work():
+            cap = min(need, max(self.engine_config.kv_cache_tokens, 1 << 16))
+            self.reset_engine(kv_cache_tokens=cap)
+
+    def generate(self, prompts: str | list[str], max_new_tokens: int = 64, *, temperature: float = 0.0,
+                 top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
+                 stop: list[str] | None = None, ignore_eos: bool = False, chat: bool = False) -> list[GenerationOutput]:
+        """Generate for a batch of prompts together (continuous batching over one KV cache)."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if not prompts:
+            raise ValueError("no prompts given")
+        params = self._params(max_new_tokens, temperature, top_k, top_p, seed, stop, ignore_eos)
+        eng = self.engine  # built before the clock starts: allocation is not part of a request
+        t0 = time.perf_counter()
+        encoded = [self._prepare(p, chat) for p in prompts]
+        t_pre = (time.perf_counter() - t0) / len(prompts)
+        seqs = [eng.make_sequence(ids, params) for ids in encoded]
+        self._ensure_capacity(seqs)
+        self.engine.run_until_done(seqs)
+        outs = [self._output(s, t_pre, t0) for s in seqs]
+        self.last_output = outs[-1]
+        return outs
+
+    def stream(self, prompt: str, max_new_tokens: int = 64, *, temperature: float = 0.0, top_k: int = 0,
+               top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None,
+               ignore_eos: bool = False, chat: bool = False) -> Iterator[str]:
+        """Yield text pieces as they are generated (whole UTF-8 characters only)."""
+        params = self._params(max_new_tokens, temperature, top_k, top_p, seed, stop, ignore_eos)
+        eng = self.engine
+        t0 = time.perf_counter()
+        ids = self._prepare(prompt, chat)
+        t_pre = time.perf_counter() - t0
+        seq = eng.make_sequence(ids, params)
+        self._ensure_capacity([seq])
+        eng = self.engine
+        eng.add(seq)
+        try:
+            while not seq.finished:
+                eng.step()
+                piece = seq.pop_text()
+                if piece:
+                    yield piece
+            rest = seq.pop_text()
+            if rest:
+                yield rest
+        finally:
+            if not seq.finished:  # consumer stopped early: free the request's blocks
+                eng.abort(seq.seq_id)
+                eng.step()
+        self.last_output = self._output(seq, t_pre, t0)
+
+    def _output(self, s: Sequence, t_pre: float, t0: float) -> GenerationOutput:
+        tm = s.timings
+        timings = {"t_pre": t_pre, "t_prefill": tm.t_prefill, "t_decode": tm.t_decode, "t_post": tm.t_post,
+                   "ttft": tm.ttft or 0.0, "wall": (tm.finished or time.perf_counter()) - t0,
+                   "cached_prompt_tokens": float(s.num_cached_prompt)}
+        return GenerationOutput(text=s.text, token_ids=list(s.output_ids), prompt_token_ids=list(s.prompt_ids),
+                                finish_reason=s.finish_reason, timings=timings)
+
+    # -- tensors ----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[B, T] int64 -> [B, T, vocab] float32; full causal recompute, no KV cache."""
+        from llmspeed.layers.attention import AttnBatch
+
+        if input_ids.dim() == 1:
+            input_ids = input_ids.unsqueeze(0)
+        B, T = input_ids.shape
+        if T > self.config.max_position:
+            raise ValueError(f"input has {T} tokens; the context window is {self.config.max_position}")
+        return self.model(input_ids.long(), AttnBatch.no_cache(B, T))
+
+    def save(self, out_dir: str | Path) -> Path:
+        """safetensors + config.json + recipe.json + tokenizer; written to a temp dir, renamed at the end."""
+        import os
+        import shutil
+        import tempfile
+
+        from llmspeed.models.saved import write_saved_dir
+
+        out = Path(out_dir)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        try:
+            write_saved_dir(tmp, self.config, self.model.state_dict(), self.tokenizer, self.recipe,
+                            source={"model": self.source})
+            if out.exists():
+                shutil.rmtree(out)
+            os.rename(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
+
+
+def load(model: str | Path = "default", dtype: str | torch.dtype = "float32", threads: int | None = None,
+         engine_config: EngineConfig | None = None) -> LLM:
+    """Load `default`, a Hugging Face directory, a .gguf file or an llmspeed-saved directory."""
+    from llmspeed.models.loading import load_model
+    from llmspeed.runtime.threads import set_threads
+
+    set_threads(threads)
+    loaded = load_model(model, dtype)
+    return LLM(loaded.model, loaded.tokenizer, loaded.recipe, loaded.source, engine_config)

