@@ -110,14 +110,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_json
 
 
 @pytest.fixture()
-def tiny_llm(tiny_model_dir: Callable[..., Path]):  # noqa: ANN201
+def tiny_llm(tiny_model_dir: Callable[..., Path]):
     import llmspeed
 
     return llmspeed.load(tiny_model_dir("llama"))
 
 
 @pytest.fixture(scope="session")
-def default_llm():  # noqa: ANN201
+def default_llm():
     """The embedded SmolLM2-135M-Instruct (converted once into the user's llmspeed cache)."""
     import llmspeed
 

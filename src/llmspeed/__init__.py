@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["LLM", "load", "compress_", "evaluate", "Recipe", "SamplingParams", "EngineConfig", "__version__"]
+__all__ = ["LLM", "EngineConfig", "Recipe", "SamplingParams", "__version__", "compress_", "evaluate", "load"]
 
 _LAZY = {
     "LLM": ("llmspeed.llm", "LLM"),

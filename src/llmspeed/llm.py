@@ -81,11 +81,11 @@ class LLM:
                               seed=seed, stop=tuple(stop or ()), ignore_eos=ignore_eos)
 
     def _ensure_capacity(self, seqs: list[Sequence]) -> None:
-        need = sum(len(s.prompt_ids) + s.params.max_new_tokens + self.engine_config.block_size for s in seqs)
+        """Grow the KV cache only when one request alone cannot fit; the scheduler queues/preempts the rest."""
+        need = max(len(s.prompt_ids) + s.params.max_new_tokens + self.engine_config.block_size for s in seqs)
         eng = self.engine
         if need > eng.kv.capacity_tokens and not eng.has_work():
-            cap = min(need, max(self.engine_config.kv_cache_tokens, 1 << 16))
-            self.reset_engine(kv_cache_tokens=cap)
+            self.reset_engine(kv_cache_tokens=need)
 
     def generate(self, prompts: str | list[str], max_new_tokens: int = 64, *, temperature: float = 0.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int | None = None,

@@ -23,7 +23,7 @@ def read_text_file(path: Path) -> str:
         raise ValueError(f"{path} is not valid UTF-8 (byte {e.start}): pass a UTF-8 text file") from None
 
 
-def load_llm(model: str, dtype: str = "float32", threads: int | None = None, recipe: str | None = None):  # noqa: ANN201
+def load_llm(model: str, dtype: str = "float32", threads: int | None = None, recipe: str | None = None):
     import llmspeed
 
     llm = llmspeed.load(model, dtype=dtype, threads=threads)

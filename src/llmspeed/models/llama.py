@@ -86,8 +86,7 @@ class LlamaForCausalLM(nn.Module):
         kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,  # per layer ([slots,Hkv,D], [slots,Hkv,D])
         logits_index: torch.Tensor | None = None,  # [B]: only return logits of this token per row
     ) -> torch.Tensor:  # [B, T, V] or [B, V]
-        x = self.model.embed_tokens(input_ids)  # [B, T, C]
-        x = x.to(self.model.norm.weight.dtype) if x.dtype != self.model.norm.weight.dtype else x
+        x = self.model.embed_tokens(input_ids)  # [B, T, C], in the model's compute dtype
         rope = self.rotary(meta.positions)
         for i, layer in enumerate(self.model.layers):
             x = layer(x, rope, meta, kv[i] if kv is not None else None)
