@@ -1,0 +1,99 @@
+"""`create_app(llm, ServerConfig)`: the OpenAI-compatible FastAPI app over the LLM's one engine."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from llmspeed.serving import schemas as S
+from llmspeed.serving.auth import install_auth
+from llmspeed.serving.config import ServerConfig
+from llmspeed.serving.engine_loop import EngineLoop
+from llmspeed.serving.errors import error_response, install_error_handlers
+from llmspeed.serving.generation import GenerationService
+from llmspeed.serving.metrics import CONTENT_TYPE, ServerMetrics
+from llmspeed.serving.response_cache import ResponseCache, open_l2
+
+log = logging.getLogger(__name__)
+CACHE_HEADER = "x-llmspeed-cache"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def create_app(llm: Any, config: ServerConfig | None = None) -> FastAPI:
+    """Build the app; the engine thread starts with the app (lifespan) and stops with it."""
+    cfg = config or ServerConfig()
+    engine_loop = EngineLoop(llm.engine)
+    metrics = ServerMetrics(engine_loop)
+    engine_loop.on_finish = metrics.observe_finished
+    cache = ResponseCache(cfg.cache_l1, cfg.cache_policy, None)
+    aliases = frozenset({cfg.model_name, str(llm.source)} - {""})
+    service = GenerationService(llm, cfg, engine_loop, cache, metrics, aliases)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        cache.l2 = open_l2(cfg.cache_l2, cfg.cache_ttl)  # opened here: no I/O at app construction
+        engine_loop.start()
+        log.info("serving %s (engine thread started)", cfg.model_name)
+        try:
+            yield
+        finally:
+            engine_loop.stop()
+            cache.close()
+
+    app = FastAPI(title="llmspeed", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible API over llmspeed's continuous-batching engine")
+    app.state.engine_loop, app.state.metrics, app.state.cache, app.state.service = engine_loop, metrics, cache, service
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > cfg.max_body_bytes:
+            return error_response(413, f"request body of {size} bytes exceeds the limit of {cfg.max_body_bytes}",
+                                  None, "request_too_large")
+        return await call_next(request)
+
+    install_auth(app, cfg.api_key)  # added last = runs first: unauthenticated requests never reach the rest
+
+    async def _serve(req: S.CompletionRequest | S.ChatCompletionRequest, kind: str) -> Response:
+        p = service.prepare(req, kind)
+        entry, level = service.lookup(p)
+        headers = {CACHE_HEADER: level}
+        if req.stream:
+            if entry is not None:
+                return StreamingResponse(service.replay(kind, entry, req.include_usage), media_type="text/event-stream",
+                                         headers=SSE_HEADERS | headers)
+            body = await service.stream(p, req.include_usage)
+            return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS | headers)
+        if entry is None:
+            entry = await service.run(p)
+        return JSONResponse(service.body_from_entry(kind, entry), headers=headers)
+
+    @app.post("/v1/completions", summary="Text completion (OpenAI format; SSE when stream=true)")
+    async def completions(req: S.CompletionRequest) -> Response:
+        return await _serve(req, "completion")
+
+    @app.post("/v1/chat/completions", summary="Chat completion (OpenAI format; SSE when stream=true)")
+    async def chat_completions(req: S.ChatCompletionRequest) -> Response:
+        return await _serve(req, "chat")
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return S.models_body(cfg.model_name)
+
+    @app.get("/health")
+    async def health() -> Response:
+        if not engine_loop.alive:
+            return error_response(503, "engine thread is not running", None, "unhealthy")
+        return JSONResponse({"status": "ok", "running": engine_loop.num_running, "waiting": engine_loop.num_waiting})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    return app

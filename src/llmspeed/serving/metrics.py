@@ -1,0 +1,85 @@
+"""Prometheus metrics on a per-app registry, vLLM-style names (`llmspeed:time_to_first_token_seconds`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from llmspeed.runtime.sequence import Sequence
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_LAT = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+_TPOT = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2, 2.5)
+
+
+class _EngineCollector(Collector):
+    """Gauges and counters read from the engine at scrape time (no bookkeeping on the hot path)."""
+
+    def __init__(self, loop: object) -> None:
+        self.loop = loop  # EngineLoop
+
+    def collect(self) -> Iterator[object]:
+        lp = self.loop
+        eng = lp.engine  # type: ignore[attr-defined]
+        pool = eng.pool
+        yield _gauge("llmspeed:num_requests_waiting", "requests queued for a batch slot", lp.num_waiting)  # type: ignore[attr-defined]
+        yield _gauge("llmspeed:num_requests_running", "requests in the running batch", len(eng.running))
+        yield _gauge("llmspeed:kv_cache_blocks_used", "KV-cache blocks in use", pool.num_used)
+        yield _gauge("llmspeed:kv_cache_blocks_total", "KV-cache blocks", len(pool.blocks))
+        yield _gauge("llmspeed:kv_cache_usage_perc", "fraction of KV-cache blocks in use",
+                     pool.num_used / max(len(pool.blocks), 1))
+        c = CounterMetricFamily("llmspeed:prefix_cache_hits", "prompt tokens served from the prefix cache")
+        c.add_metric([], float(pool.prefix_hit_tokens))
+        yield c
+        c = CounterMetricFamily("llmspeed:prefix_cache_queries", "prompt tokens looked up in the prefix cache")
+        c.add_metric([], float(pool.prefix_query_tokens))
+        yield c
+        c = CounterMetricFamily("llmspeed:num_preemptions", "requests preempted for lack of KV blocks")
+        c.add_metric([], float(eng.num_preemptions))
+        yield c
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    g = GaugeMetricFamily(name, doc)
+    g.add_metric([], float(value))
+    return g
+
+
+class ServerMetrics:
+    def __init__(self, engine_loop: object) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.ttft = Histogram("llmspeed:time_to_first_token_seconds", "time to first token", buckets=_LAT, registry=r)
+        self.tpot = Histogram("llmspeed:time_per_output_token_seconds", "mean time per output token after the first",
+                              buckets=_TPOT, registry=r)
+        self.e2e = Histogram("llmspeed:e2e_request_latency_seconds", "end-to-end request latency", buckets=_LAT,
+                             registry=r)
+        self.generated = Counter("llmspeed:generation_tokens", "generated tokens", registry=r)
+        self.prompt_tokens = Counter("llmspeed:prompt_tokens", "prompt tokens of finished requests", registry=r)
+        self.requests = Counter("llmspeed:request_success", "finished requests by finish reason", ["finished_reason"],
+                                registry=r)
+        self.rejected = Counter("llmspeed:requests_rejected", "requests refused by status code", ["status"], registry=r)
+        self.cache = Counter("llmspeed:response_cache", "response-cache lookups by result", ["result"], registry=r)
+        for lvl in ("hit-l1", "hit-l2", "miss"):
+            self.cache.labels(lvl)
+        r.register(_EngineCollector(engine_loop))
+
+    def observe_finished(self, seq: Sequence) -> None:
+        """Called from the engine thread when a request finishes."""
+        tm = seq.timings
+        n = len(seq.output_ids)
+        self.requests.labels(seq.finish_reason or "unknown").inc()
+        self.generated.inc(n)
+        self.prompt_tokens.inc(len(seq.prompt_ids))
+        if tm.first_token is not None:
+            self.ttft.observe(tm.first_token - tm.arrival)
+            if tm.finished is not None:
+                self.e2e.observe(tm.finished - tm.arrival)
+                if n > 1:
+                    self.tpot.observe((tm.finished - tm.first_token) / (n - 1))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

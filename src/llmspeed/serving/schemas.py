@@ -1,0 +1,165 @@
+"""OpenAI wire format: request models (validated, unknown fields rejected by name) and response builders."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Fields of the OpenAI API we do not implement; accepted only when they carry their default value.
+UNSUPPORTED_DEFAULTS: dict[str, tuple[Any, ...]] = {
+    "presence_penalty": (None, 0, 0.0),
+    "frequency_penalty": (None, 0, 0.0),
+    "repetition_penalty": (None, 1, 1.0),
+    "best_of": (None, 1),
+    "logit_bias": (None, {}),
+    "echo": (None, False),
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "suffix": (None, ""),
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "functions": (None, []),
+    "function_call": (None, "none"),
+    "parallel_tool_calls": (None,),
+    "response_format": (None, {"type": "text"}),
+    "min_tokens": (None, 0),
+}
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: int = Field(default=0, ge=0, description="llmspeed extension: 0 = off")
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(default=1, ge=1, le=1, description="only 1 is supported")
+    user: str | None = None
+    ignore_eos: bool = Field(default=False, description="llmspeed/vLLM extension: generate exactly max_tokens")
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v: str | list[str] | None) -> list[str]:
+        stops = [v] if isinstance(v, str) else list(v or [])
+        if len(stops) > 4:
+            raise ValueError("at most 4 stop sequences")
+        if any(not s for s in stops):
+            raise ValueError("stop sequences must be non-empty")
+        return stops
+
+    def unsupported_field(self) -> str | None:
+        """Name of the first extra field with a non-default value (those are refused, never ignored)."""
+        for name, value in (self.model_extra or {}).items():
+            defaults = UNSUPPORTED_DEFAULTS.get(name, (None,))
+            if not any(value is None if d is None else (type(value) is type(d) and value == d) for d in defaults):
+                return name
+        return None
+
+    def sampling_key(self) -> dict[str, Any]:
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                "top_k": self.top_k, "seed": self.seed, "stop": list(self.stop or []), "ignore_eos": self.ignore_eos}
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class CompletionRequest(_Common):
+    prompt: str | list[str]
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v: str | list[str]) -> str:
+        if isinstance(v, list):
+            if len(v) != 1:
+                raise ValueError("prompt must be a string or a list of exactly one string")
+            v = v[0]
+        if not v:
+            raise ValueError("prompt is empty")
+        return v
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class ChatCompletionRequest(_Common):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+
+    def normalized_messages(self) -> list[dict[str, str]]:
+        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
+
+    @property
+    def token_limit(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+
+# -- responses ------------------------------------------------------------------------------------------
+def new_id(kind: str) -> str:
+    return f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+
+
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached_tokens}}
+
+
+def full_body(kind: str, rid: str, created: int, model: str, text: str, finish_reason: str | None,
+              use: dict[str, Any]) -> dict[str, Any]:
+    if kind == "chat":
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
+                                  "logprobs": None, "finish_reason": finish_reason}
+        obj = "chat.completion"
+    else:
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+        obj = "text_completion"
+    return {"id": rid, "object": obj, "created": created, "model": model, "choices": [choice], "usage": use}
+
+
+def chunk(kind: str, rid: str, created: int, model: str, text: str | None, finish_reason: str | None,
+          first: bool = False, use: dict[str, Any] | None = None, no_choices: bool = False) -> dict[str, Any]:
+    choices: list[dict[str, Any]] = []
+    if not no_choices:
+        if kind == "chat":
+            delta: dict[str, Any] = {"role": "assistant", "content": text or ""} if first else (
+                {"content": text} if text else {})
+            choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+        else:
+            choices = [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}]
+    obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+    out: dict[str, Any] = {"id": rid, "object": obj, "created": created, "model": model, "choices": choices}
+    if use is not None or no_choices:
+        out["usage"] = use
+    return out
+
+
+def models_body(model_id: str, created: int | None = None) -> dict[str, Any]:
+    return {"object": "list", "data": [{"id": model_id, "object": "model", "created": created or int(time.time()),
+                                        "owned_by": "llmspeed"}]}
