@@ -1,0 +1,111 @@
+"""Quantization math shared by the quantized linears: per-channel int8, group-wise int4, int4 packing.
+
+Conventions (derived here, tested in tests/compress/quant/test_common.py):
+- int8 symmetric per output channel: s = max|w| / 127, q = round(w / s) in [-127, 127], w ~ q * s.
+- int4 unsigned codes u in [0, 15] per group of `group` input columns; the CPU kernel dequantizes
+  w = (u - 8) * scale + zero.
+  symmetric: zero = 0, u = q + 8 with q = round(w / s) in [-8, 7], s = max(-min / 8, max / 7)
+             (uses the whole [-8, 7] range; |w - w_hat| <= s / 2 since w / s lies in [-8, 7]).
+  asymmetric: s = (max - min) / 15, zero = min + 8 s, u = round((w - min) / s) in [0, 15]: the group's
+             min and max are on the grid, so all-positive (or all-negative) ranges waste no code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+INT4_GROUPS = (32, 64, 128)
+_EPS = 1e-12
+
+
+def quantize_int8_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, K] float -> (q [N, K] int8, scales [N] float32), symmetric per output row."""
+    w = w.detach().float()
+    scales = (w.abs().amax(dim=1) / 127.0).clamp_min(_EPS)  # [N]
+    q = torch.round(w / scales[:, None]).clamp_(-127, 127).to(torch.int8)  # [N, K]
+    return q, scales
+
+
+def dequantize_int8(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    return q.float() * scales.float()[:, None]  # [N, K]
+
+
+def _round_up_to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Round positive `x` to `dtype`, never below the float32 value (so the grid still covers the range)."""
+    y = x.to(dtype)
+    low = y.float() < x
+    if low.any():
+        y = torch.where(low, torch.nextafter(y, torch.full_like(y, float("inf"))), y)
+    return y.float()
+
+
+@dataclass(frozen=True)
+class Int4Groups:
+    codes: torch.Tensor  # [N, K] int32 in [0, 15]
+    scales: torch.Tensor  # [N, K // group] float32 (already rounded to param_dtype)
+    zeros: torch.Tensor  # [N, K // group] float32 (already rounded to param_dtype)
+    group: int
+
+    def dequantize(self) -> torch.Tensor:  # [N, K]
+        s = self.scales.repeat_interleave(self.group, dim=1)
+        z = self.zeros.repeat_interleave(self.group, dim=1)
+        return (self.codes.float() - 8.0) * s + z
+
+
+def int4_params(w: torch.Tensor, group: int, symmetric: bool,
+                param_dtype: torch.dtype = torch.bfloat16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-group (scales, zeros) [N, K // group] for weight [N, K], rounded to `param_dtype` (kernel wants bf16)."""
+    N, K = w.shape
+    wg = w.detach().float().reshape(N, K // group, group)  # [N, G, g]
+    wmin, wmax = wg.amin(-1), wg.amax(-1)  # [N, G]
+    if symmetric:
+        scales = torch.maximum(-wmin / 8.0, wmax / 7.0).clamp_min(_EPS)
+        scales = _round_up_to(scales, param_dtype)
+        zeros = torch.zeros_like(scales)
+    else:
+        scales = _round_up_to(((wmax - wmin) / 15.0).clamp_min(_EPS), param_dtype)
+        zeros = (wmin + 8.0 * scales).to(param_dtype).float()
+    return scales, zeros
+
+
+def int4_codes(w: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group: int) -> torch.Tensor:
+    """Round-to-nearest codes [N, K] int32 in [0, 15] for given per-group scales/zeros [N, K // group]."""
+    s = scales.repeat_interleave(group, dim=1)  # [N, K]
+    z = zeros.repeat_interleave(group, dim=1)
+    return torch.round((w.detach().float() - z) / s + 8.0).clamp_(0, 15).to(torch.int32)
+
+
+def quantize_int4_groups(w: torch.Tensor, group: int, symmetric: bool = True,
+                         param_dtype: torch.dtype = torch.bfloat16) -> Int4Groups:
+    """[N, K] float -> Int4Groups (round to nearest)."""
+    K = w.shape[1]
+    if K % group:
+        raise ValueError(f"group size {group} does not divide K = {K}")
+    scales, zeros = int4_params(w, group, symmetric, param_dtype)
+    return Int4Groups(int4_codes(w, scales, zeros, group), scales, zeros, group)
+
+
+def pack_int4(codes: torch.Tensor) -> torch.Tensor:
+    """[N, K] int codes 0..15 -> [N, K // 2] uint8 in the layout of torch's CPU int4 kernel."""
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32).contiguous(), 1)
+
+
+def unpack_int4(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """Inverse of `pack_int4` via the kernel itself (layout-agnostic): [N, K // 2] uint8 -> [N, K] int32.
+
+    With scale 1 and zero 8 the kernel dequantizes each code u to (u - 8) * 1 + 8 = u exactly, and
+    multiplying the identity by W^T in float32 returns the codes column by column.
+    """
+    group = 32 if k % 32 == 0 else k
+    sz = torch.empty(k // group, n, 2)
+    sz[..., 0], sz[..., 1] = 1.0, 8.0
+    eye = torch.eye(k)  # [K, K]
+    wt = torch.ops.aten._weight_int4pack_mm_for_cpu(eye, packed, group, sz)  # [K, N] = W^T
+    return wt.t().round().to(torch.int32).contiguous()
+
+
+def scales_and_zeros(scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
+    """[N, G] scales and zeros -> [G, N, 2] bfloat16, the kernel's layout."""
+    return torch.stack([scales.t(), zeros.t()], dim=-1).to(torch.bfloat16).contiguous()

@@ -1,0 +1,91 @@
+"""`int8`: weight-only int8 (per-output-channel symmetric) linear.
+
+Kernel choice per call, measured on this 2-core AVX2 CPU (torch 2.13, docs/decisions.md "Compression"):
+- few rows (decode, M <= SMALL_M): `torch._weight_int8pack_mm` with bf16 activations (K=576, N=1536, M=1:
+  30 us vs fp32 dense 33 us in cache, and it streams 4x fewer bytes than fp32 from DRAM);
+- many rows (prefill): the int8 kernel is ~2x slower than fp32 GEMM there (M=512: 5.7 vs 2.6 ms), so
+  we matmul in float32 against the int8 codes and scale the output rows: (x @ q^T) * s (2.7 ms);
+- K % 8 != 0: `_weight_int8pack_mm` gives wrong results or crashes; always the float32 path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmspeed.compress.api import StepReport, register_step
+from llmspeed.compress.quant.common import quantize_int8_per_channel
+from llmspeed.compress.quant.swap import restore_linears, swap_linears
+
+SMALL_M = 16  # rows up to which the int8 kernel (bf16 activations) beats the float32 path
+
+
+class Int8Linear(nn.Module):
+    """y = x @ (q * s)^T + b with q [N, K] int8 and s [N] float32 held as persistent buffers."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False,
+                 device: torch.device | str | None = None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight_int8", torch.empty(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer("scales", torch.empty(out_features, dtype=torch.float32, device=device))
+        self.bias = nn.Parameter(torch.empty(out_features, device=device), requires_grad=False) if bias else None
+        self.kernel_ok = in_features % 8 == 0
+
+    @classmethod
+    def from_dense(cls, lin: nn.Linear) -> Int8Linear:
+        q, s = quantize_int8_per_channel(lin.weight)
+        m = cls(lin.in_features, lin.out_features, lin.bias is not None)
+        m.weight_int8.copy_(q)
+        m.scales.copy_(s)
+        if lin.bias is not None:
+            m.bias.data.copy_(lin.bias.detach().float())  # type: ignore[union-attr]
+        return m
+
+    def dequantized_weight(self) -> torch.Tensor:  # [N, K] float32
+        return self.weight_int8.float() * self.scales[:, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., K] -> [..., N], dtype of x
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features)  # [M, K]
+        if self.kernel_ok and x2.shape[0] <= SMALL_M:
+            y = torch._weight_int8pack_mm(x2.to(torch.bfloat16), self.weight_int8,
+                                          self.scales.to(torch.bfloat16)).to(x.dtype)  # [M, N]
+        else:
+            y = (F.linear(x2.float(), self.weight_int8.float()) * self.scales).to(x.dtype)  # [M, N]
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.reshape(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, bias={self.bias is not None}, kernel={self.kernel_ok}"
+
+
+@dataclass(frozen=True)
+class Int8Config:
+    skip: tuple[str, ...] = ("lm_head",)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.skip, tuple):
+            raise ValueError("skip must be a tuple of module names")
+
+
+def _empty(lin: nn.Linear) -> Int8Linear:
+    return Int8Linear(lin.in_features, lin.out_features, lin.bias is not None, device="meta")
+
+
+def restore_int8(model: nn.Module, cfg: Int8Config) -> None:
+    restore_linears(model, cfg.skip, _empty)
+
+
+@register_step(r"int8", form="int8", config=lambda: Int8Config(), restore=restore_int8)
+def int8_step(model: nn.Module, cfg: Int8Config, calib: object | None) -> StepReport:
+    """Weight-only int8, per-output-channel symmetric scales."""
+    rep = swap_linears(model, "int8", cfg.skip, Int8Linear.from_dense)
+    n_slow = sum(1 for _, m in model.named_modules() if isinstance(m, Int8Linear) and not m.kernel_ok)
+    if n_slow:
+        rep.notes.append(f"{n_slow} layers have K % 8 != 0: float32 fallback path (the int8 kernel breaks there)")
+    return rep

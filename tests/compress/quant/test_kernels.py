@@ -1,0 +1,75 @@
+"""Quantized linears vs a float32 reference on their own dequantized weights (stated tolerances)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from llmspeed.compress.quant import int4 as int4_mod
+from llmspeed.compress.quant import int8 as int8_mod
+from llmspeed.compress.quant.int4 import Int4Linear
+from llmspeed.compress.quant.int8 import Int8Linear
+
+
+def _lin(k: int, n: int, bias: bool = True, seed: int = 0) -> nn.Linear:
+    torch.manual_seed(seed)
+    return nn.Linear(k, n, bias=bias).requires_grad_(False)
+
+
+def _rel(y: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((y - ref).norm() / ref.norm())
+
+
+# bf16 activations (8-bit mantissa): relative error ~2^-9 per element, ~1e-2 worst case on a matmul
+BF16_TOL = 1.5e-2
+
+
+@pytest.mark.parametrize("m", [1, 3, 40])  # 1, 3 rows: int8 kernel path; 40 rows: float32 path
+@pytest.mark.parametrize("k", [64, 96])
+def test_int8_matches_dequantized_reference(m: int, k: int) -> None:
+    lin = _lin(k, 48)
+    q = Int8Linear.from_dense(lin)
+    x = torch.randn(2, m, k)
+    ref = x @ q.dequantized_weight().T + lin.bias
+    y = q(x)
+    assert y.shape == (2, m, 48) and y.dtype == torch.float32
+    tol = BF16_TOL if 2 * m <= int8_mod.SMALL_M else 1e-5
+    assert _rel(y, ref) < tol
+    # and close to the original float layer: int8 weights lose ~1/254 of each row's range
+    assert _rel(y, lin(x)) < 3e-2
+
+
+@pytest.mark.parametrize("k", [63, 65, 68, 100])
+def test_int8_guard_for_k_not_multiple_of_8(k: int) -> None:
+    """The int8 kernel is wrong or crashes when K % 8 != 0: those layers use the exact float32 path."""
+    lin = _lin(k, 32, seed=k)
+    q = Int8Linear.from_dense(lin)
+    assert not q.kernel_ok
+    x = torch.randn(1, k)  # one row would take the kernel if it were allowed
+    ref = x @ q.dequantized_weight().T + lin.bias
+    assert _rel(q(x), ref) < 1e-5
+
+
+@pytest.mark.parametrize("m", [1, 5, 33])
+@pytest.mark.parametrize("group,sym", [(32, True), (64, False), (128, True)])
+def test_int4_matches_dequantized_reference(m: int, group: int, sym: bool) -> None:
+    lin = _lin(256, 32, seed=group)
+    q = Int4Linear.from_dense(lin, group, sym)
+    x = torch.randn(m, 256)
+    w = q.dequantized_weight()
+    ref = x @ w.T + lin.bias
+    tol = BF16_TOL if m <= int4_mod.SMALL_M else 1e-5
+    assert _rel(q(x), ref) < tol
+    # the kernel's dequantized weight is our own math on the stored codes (bf16 params)
+    from llmspeed.compress.quant.common import quantize_int4_groups
+
+    assert torch.allclose(w, quantize_int4_groups(lin.weight, group, sym).dequantize(), atol=1e-6)
+    assert _rel(q(x), lin(x)) < 0.2  # 4-bit weights: ~10% relative output error on random weights
+
+
+def test_int4_rejects_bad_shapes() -> None:
+    with pytest.raises(ValueError, match="N % 16"):
+        Int4Linear(64, 24, 32)
+    with pytest.raises(ValueError):
+        Int4Linear(96, 32, 64)
