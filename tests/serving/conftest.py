@@ -41,7 +41,7 @@ def server(make_server: Callable[..., object]) -> object:
 
 
 @pytest.fixture()
-def client(server: object):  # noqa: ANN201
+def client(server: object):
     import openai
 
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0, timeout=60)  # type: ignore[attr-defined]

@@ -36,6 +36,14 @@ def error_response(status: int, message: str, param: str | None = None, code: st
     return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
 
 
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "is-instance"})
+
+
+def _is_type_tag(x: object) -> bool:
+    """pydantic puts union branches ('str', 'list[str]', 'function-after[...]') into error locations."""
+    return isinstance(x, str) and (x in _TYPE_TAGS or "[" in x or "(" in x)
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     errs = exc.errors()
     if not errs:
@@ -43,7 +51,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     e = errs[0]
     if e.get("type") == "json_invalid":
         return f"request body is not valid JSON: {e.get('ctx', {}).get('error', e.get('msg'))}", None
-    loc = [str(x) for x in e.get("loc", ()) if x != "body"]
+    loc = [str(x) for x in e.get("loc", ()) if x != "body" and not _is_type_tag(x)]
     param = ".".join(loc) or None
     if e.get("type") == "missing" and not loc:
         return "request body is missing", None
