@@ -107,6 +107,18 @@ class LLM:
         self.last_output = outs[-1]
         return outs
 
+    def generate_tokens(self, prompt_token_ids: list[list[int]], max_new_tokens: int = 64, *,
+                        temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
+                        stop: list[str] | None = None, ignore_eos: bool = False) -> list[GenerationOutput]:
+        """Like `generate`, from token ids (benchmarks feed every engine the same tokens)."""
+        params = self._params(max_new_tokens, temperature, top_k, top_p, seed, stop, ignore_eos)
+        eng = self.engine
+        t0 = time.perf_counter()
+        seqs = [eng.make_sequence(list(ids), params) for ids in prompt_token_ids]
+        self._ensure_capacity(seqs)
+        self.engine.run_until_done(seqs)
+        return [self._output(s, 0.0, t0) for s in seqs]
+
     def stream(self, prompt: str, max_new_tokens: int = 64, *, temperature: float = 0.0, top_k: int = 0,
                top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None,
                ignore_eos: bool = False, chat: bool = False) -> Iterator[str]:
