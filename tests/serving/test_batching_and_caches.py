@@ -7,6 +7,7 @@ import threading
 import time
 
 import httpx
+
 from tests.serving.conftest import API_KEY
 
 H = {"Authorization": f"Bearer {API_KEY}"}

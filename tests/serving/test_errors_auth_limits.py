@@ -7,6 +7,7 @@ import threading
 import httpx
 import openai
 import pytest
+
 from tests.serving.conftest import API_KEY
 
 H = {"Authorization": f"Bearer {API_KEY}"}

@@ -1,0 +1,95 @@
+"""`llmspeed serve`: the OpenAI-compatible server (one engine per process; --replicas N behind a router)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from llmspeed.cli.common import ModelOpt, ThreadsOpt, load_llm
+
+log = logging.getLogger(__name__)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+
+
+def default_sqlite() -> str:
+    root = Path(os.environ.get("LLMSPEED_CACHE", Path.home() / ".cache" / "llmspeed"))
+    return f"sqlite:{root / 'responses.sqlite'}"
+
+
+def serve(
+    model: str = ModelOpt,
+    recipe: str = typer.Option(None, "--recipe", help="compress in memory first, e.g. int8"),
+    dtype: str = typer.Option("float32", "--dtype"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    api_key: str = typer.Option(None, "--api-key", help="require 'Authorization: Bearer KEY' (or LLMSPEED_API_KEY)"),
+    served_name: str = typer.Option(None, "--served-model-name", help="model id in /v1/models (default: --model)"),
+    max_batch: int = typer.Option(16, "--max-batch", help="requests in the running batch"),
+    max_batch_tokens: int = typer.Option(2048, "--max-batch-tokens", help="prompt tokens per prefill step"),
+    kv_cache_tokens: int = typer.Option(16384, "--kv-cache-tokens", help="KV-cache capacity in tokens"),
+    max_queue: int = typer.Option(64, "--max-queue", help="waiting requests beyond --max-batch; more get 429"),
+    request_timeout: float = typer.Option(600.0, "--request-timeout", help="seconds per request"),
+    cache_l1: int = typer.Option(1024, "--cache-l1", help="response-cache entries in memory (0 = off)"),
+    cache_policy: str = typer.Option("lru", "--cache-policy", help="lru | fifo"),
+    cache_l2: str = typer.Option("default", "--cache-l2",
+                                 help="sqlite:PATH | redis://host:port/db | none (default: sqlite in the cache dir)"),
+    cache_ttl: float = typer.Option(86400.0, "--cache-ttl", help="seconds an L2 entry lives"),
+    replicas: int = typer.Option(1, "--replicas", help="engine worker processes behind a router"),
+    lb: str = typer.Option("least-conn", "--lb", help="round-robin | least-conn | prefix-affinity"),
+    backend: str = typer.Option("local", "--backend", help="local (ray is not implemented)"),
+    threads: int = ThreadsOpt,
+    log_level: str = typer.Option("warning", "--log-level"),
+) -> None:
+    """Serve the model over an OpenAI-compatible HTTP API (continuous batching, caches, metrics)."""
+    from llmspeed.serving.auth import resolve_api_key
+    from llmspeed.serving.config import LB_POLICIES, ServerConfig
+    from llmspeed.serving.server import serve_forever
+
+    if backend != "local":
+        raise ValueError(f"--backend {backend}: only 'local' is implemented")
+    if replicas < 1:
+        raise ValueError(f"--replicas must be >= 1, got {replicas}")
+    if lb not in LB_POLICIES:
+        raise ValueError(f"--lb must be one of {', '.join(LB_POLICIES)}, got {lb!r}")
+    if not 0 < port < 65536:
+        raise ValueError(f"--port must be in 1..65535, got {port}")
+    key = resolve_api_key(api_key)
+    l2 = default_sqlite() if cache_l2 == "default" else cache_l2
+    name = served_name or model
+    cfg = ServerConfig(model_name=name, api_key=key, max_queue=max_queue, request_timeout=request_timeout,
+                       cache_l1=cache_l1, cache_policy=cache_policy, cache_l2=l2, cache_ttl=cache_ttl)
+    if replicas > 1:
+        from llmspeed.serving.router import RouterConfig, create_router_app
+
+        worker_args = ["--model", model, "--dtype", dtype, "--served-model-name", name,
+                       "--max-batch", str(max_batch), "--max-batch-tokens", str(max_batch_tokens),
+                       "--kv-cache-tokens", str(kv_cache_tokens), "--max-queue", str(max_queue),
+                       "--request-timeout", str(request_timeout), "--cache-l1", str(cache_l1),
+                       "--cache-policy", cache_policy, "--cache-l2", l2, "--cache-ttl", str(cache_ttl),
+                       "--log-level", log_level]
+        if recipe:
+            worker_args += ["--recipe", recipe]
+        if threads:
+            worker_args += ["--threads", str(threads)]
+        env = {"LLMSPEED_API_KEY": key} if key else {}
+        rcfg = RouterConfig(replicas=replicas, lb=lb, worker_args=tuple(worker_args), api_key=key, worker_env=env)
+        sys.stderr.write(f"llmspeed router on http://{host}:{port} -> {replicas} replicas ({lb})\n")
+        serve_forever(create_router_app(rcfg), host, port, log_level)
+        return
+
+    from llmspeed.runtime.engine import EngineConfig
+    from llmspeed.serving.app import create_app
+
+    llm = load_llm(model, dtype, threads, recipe)
+    llm.reset_engine(**EngineConfig(kv_cache_tokens=kv_cache_tokens, max_batch=max_batch,
+                                    max_batch_tokens=max_batch_tokens).__dict__)
+    sys.stderr.write(f"llmspeed serving {name} on http://{host}:{port} (max batch {max_batch}, "
+                     f"KV {kv_cache_tokens} tokens, L2 {l2.split('@')[-1]})\n")
+    serve_forever(create_app(llm, cfg), host, port, log_level)

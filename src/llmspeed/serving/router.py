@@ -1,0 +1,256 @@
+"""`--replicas N`: N engine worker processes (each `llmspeed serve` on its own loopback port) behind a router.
+
+The router checks health, takes a dead replica out of rotation and restarts it, retries non-streamed
+requests on another replica when theirs dies (nothing lost), and ends a broken stream with an SSE error
+event followed by `data: [DONE]` (never a hang).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from llmspeed.serving.auth import install_auth
+from llmspeed.serving.config import LB_POLICIES
+from llmspeed.serving.errors import error_body, error_response, install_error_handlers
+from llmspeed.serving.load_balancer import AffinityConfig, Balancer
+from llmspeed.serving.server import bind_socket
+
+log = logging.getLogger(__name__)
+_FORWARD_HEADERS = ("content-type", "x-llmspeed-cache", "retry-after", "cache-control")
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    replicas: int = 2
+    lb: str = "least-conn"
+    worker_args: tuple[str, ...] = ()  # `llmspeed serve` arguments for each worker (no --host/--port)
+    api_key: str | None = None
+    worker_env: dict[str, str] = field(default_factory=dict)
+    health_interval: float = 1.0
+    start_timeout: float = 300.0
+    request_timeout: float = 600.0
+    affinity: AffinityConfig = field(default_factory=AffinityConfig)
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ValueError(f"replicas must be >= 1, got {self.replicas}")
+        if self.lb not in LB_POLICIES:
+            raise ValueError(f"lb must be one of {', '.join(LB_POLICIES)}, got {self.lb!r}")
+        if self.health_interval <= 0 or self.start_timeout <= 0:
+            raise ValueError("health_interval and start_timeout must be > 0")
+
+
+@dataclass
+class Replica:
+    index: int
+    port: int = 0
+    proc: subprocess.Popen | None = None
+    healthy: bool = False
+    in_flight: int = 0
+    restarts: int = 0
+    served: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class ReplicaSet:
+    def __init__(self, cfg: RouterConfig) -> None:
+        self.cfg = cfg
+        self.replicas = [Replica(i) for i in range(cfg.replicas)]
+        self.balancer = Balancer(cfg.lb, cfg.replicas, cfg.affinity)
+
+    def spawn(self, r: Replica) -> None:
+        sock = bind_socket()  # reserve a free port, release it for the worker
+        r.port = sock.getsockname()[1]
+        sock.close()
+        cmd = [sys.executable, "-m", "llmspeed.cli.main", "serve", *self.cfg.worker_args,
+               "--host", "127.0.0.1", "--port", str(r.port), "--replicas", "1"]
+        r.proc = subprocess.Popen(cmd, env=os.environ | self.cfg.worker_env, stdin=subprocess.DEVNULL)
+        r.healthy = False
+        log.info("replica %d: started pid %d on port %d", r.index, r.proc.pid, r.port)
+
+    def stop_all(self) -> None:
+        for r in self.replicas:
+            if r.proc is not None and r.proc.poll() is None:
+                r.proc.terminate()
+        for r in self.replicas:
+            if r.proc is not None:
+                try:
+                    r.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    r.proc.kill()
+                    r.proc.wait(5)
+
+    def healthy(self, exclude: set[int] | frozenset[int] = frozenset()) -> list[int]:
+        return [r.index for r in self.replicas if r.healthy and r.index not in exclude]
+
+    def pick(self, body: dict[str, Any] | None, exclude: set[int]) -> Replica:
+        loads = {r.index: r.in_flight for r in self.replicas}
+        return self.replicas[self.balancer.choose(self.healthy(exclude), loads, body)]
+
+    def mark_dead(self, r: Replica) -> None:
+        if r.healthy:
+            log.warning("replica %d (port %d) out of rotation", r.index, r.port)
+        r.healthy = False
+
+
+async def _check(client: httpx.AsyncClient, rs: ReplicaSet, r: Replica) -> None:
+    if r.proc is None or r.proc.poll() is not None:  # died: restart it
+        if r.proc is not None:
+            log.warning("replica %d exited with %s: restarting", r.index, r.proc.returncode)
+            r.restarts += 1
+        rs.mark_dead(r)
+        rs.spawn(r)
+        return
+    try:
+        ok = (await client.get(f"{r.url}/health", timeout=2.0)).status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    if not ok:
+        rs.mark_dead(r)
+    elif not r.healthy:
+        log.info("replica %d healthy on port %d", r.index, r.port)
+        r.healthy = True
+
+
+def create_router_app(cfg: RouterConfig) -> FastAPI:
+    rs = ReplicaSet(cfg)
+    reg = CollectorRegistry()
+    retries = Counter("llmspeed_router:retries", "requests retried on another replica", registry=reg)
+    routed = Counter("llmspeed_router:requests", "requests routed", ["replica"], registry=reg)
+    restarts = Gauge("llmspeed_router:replica_restarts", "replica restarts", ["replica"], registry=reg)
+    healthy_g = Gauge("llmspeed_router:healthy_replicas", "replicas in rotation", registry=reg)
+    client = httpx.AsyncClient(timeout=httpx.Timeout(cfg.request_timeout, connect=5.0),
+                               limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100))
+
+    async def health_loop() -> None:
+        while True:
+            await asyncio.gather(*(_check(client, rs, r) for r in rs.replicas))
+            healthy_g.set(len(rs.healthy()))
+            for r in rs.replicas:
+                restarts.labels(str(r.index)).set(r.restarts)
+            await asyncio.sleep(cfg.health_interval)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        for r in rs.replicas:
+            rs.spawn(r)
+        task = asyncio.create_task(health_loop())
+        t0 = time.monotonic()
+        while not rs.healthy() and time.monotonic() - t0 < cfg.start_timeout:
+            await asyncio.sleep(0.2)
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await client.aclose()
+            await asyncio.to_thread(rs.stop_all)
+
+    app = FastAPI(title="llmspeed router", lifespan=lifespan)
+    app.state.replicas = rs
+    install_error_handlers(app)
+    install_auth(app, cfg.api_key)
+
+    def _headers(request: Request) -> dict[str, str]:
+        return {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type")}
+
+    async def _proxy(request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        body = body if isinstance(body, dict) else None
+        stream = bool(body and body.get("stream") is True)
+        tried: set[int] = set()
+        while True:
+            try:
+                r = rs.pick(body, tried)
+            except LookupError:
+                return error_response(503, "no healthy replica available", None, "no_replica",
+                                      {"Retry-After": "1"})
+            tried.add(r.index)
+            req = client.build_request("POST", f"{r.url}{request.url.path}", content=raw, headers=_headers(request))
+            r.in_flight += 1
+            try:
+                resp = await client.send(req, stream=True)
+            except httpx.TransportError:
+                r.in_flight -= 1
+                rs.mark_dead(r)
+                retries.inc()
+                continue
+            routed.labels(str(r.index)).inc()
+            hdrs = {k: v for k, v in resp.headers.items() if k.lower() in _FORWARD_HEADERS}
+            hdrs["x-llmspeed-replica"] = str(r.index)
+            if stream and resp.status_code == 200:
+                return StreamingResponse(_relay(resp, r), status_code=200, headers=hdrs)
+            try:
+                content = await resp.aread()
+            except httpx.TransportError:  # died mid-response: nothing was sent yet, retry elsewhere
+                rs.mark_dead(r)
+                retries.inc()
+                continue
+            finally:
+                r.in_flight -= 1
+                await resp.aclose()
+            r.served += 1
+            return Response(content, status_code=resp.status_code, headers=hdrs)
+
+    async def _relay(resp: httpx.Response, r: Replica) -> AsyncIterator[bytes]:
+        try:
+            async for piece in resp.aiter_raw():
+                yield piece
+        except httpx.TransportError as e:
+            rs.mark_dead(r)
+            msg = f"replica {r.index} failed mid-stream ({type(e).__name__}); retry the request"
+            yield f"data: {json.dumps(error_body(500, msg, None, 'replica_failed'))}\n\ndata: [DONE]\n\n".encode()
+        finally:
+            r.in_flight -= 1
+            r.served += 1
+            await resp.aclose()
+
+    app.post("/v1/completions")(_proxy)
+    app.post("/v1/chat/completions")(_proxy)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Response:
+        for i in rs.healthy():
+            try:
+                resp = await client.get(f"{rs.replicas[i].url}/v1/models", headers=_headers(request))
+                return Response(resp.content, resp.status_code, media_type="application/json")
+            except httpx.TransportError:
+                rs.mark_dead(rs.replicas[i])
+        return error_response(503, "no healthy replica available", None, "no_replica")
+
+    @app.get("/health")
+    async def health() -> Response:
+        info = [{"index": r.index, "port": r.port, "healthy": r.healthy, "in_flight": r.in_flight,
+                 "restarts": r.restarts, "served": r.served} for r in rs.replicas]
+        status = 200 if rs.healthy() else 503
+        return JSONResponse({"status": "ok" if status == 200 else "unhealthy", "replicas": info}, status)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(reg), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app
