@@ -10,6 +10,11 @@ export LLMSPEED_CACHE="${LLMSPEED_CACHE:-$HOME/.cache/llmspeed}"
 cleanup() { :; }
 trap 'cleanup' EXIT
 
+# headless Chromium for the report.html browser test (tests/bench/test_report_browser.py); never `playwright install`
+if [[ ! -x /usr/bin/chromium ]] && command -v apt-get >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null || echo "warning: could not install chromium" >&2
+fi
+
 # redis-server on loopback for the serving L2-cache tests (tests/serving/test_redis_l2.py); stops what it started
 REDIS_PIDFILE=""
 eval "_cleanup_before_redis() $(declare -f cleanup | tail -n +2)"
