@@ -104,3 +104,19 @@ def test_router_stream_and_models(router) -> None:
         lines = [ln for ln in r.iter_lines() if ln]
     assert r.status_code == 200 and lines[-1] == "data: [DONE]"
     assert httpx.get(f"{srv.url}/v1/models", timeout=30).json()["data"][0]["id"] == "tiny"
+
+
+def test_stream_on_dying_replica_ends_with_error_event(router) -> None:
+    srv, rs = router
+    t0 = time.monotonic()
+    while len(rs.healthy()) < 2 and time.monotonic() - t0 < 90:
+        time.sleep(0.2)
+    body = {"prompt": "Is this", "max_tokens": 240, "temperature": 0, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", f"{srv.url}/v1/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        first = next(ln for ln in lines if ln.startswith("data: {"))
+        assert first
+        os.kill(rs.replicas[int(r.headers["x-llmspeed-replica"])].proc.pid, signal.SIGKILL)
+        rest = [ln for ln in lines if ln]
+    assert rest[-1] == "data: [DONE]"
+    assert any('"replica_failed"' in ln for ln in rest)

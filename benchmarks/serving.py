@@ -1,0 +1,152 @@
+"""Serving benchmark on loopback: 16 distinct greedy 64-token completions, all concurrent vs one after another
+on the same llmspeed server (continuous batching ratio), TTFT/TPOT p50/p99, response-cache hit vs miss latency,
+and the llama-cpp-python server on the same GGUF when `llama_cpp` is importable.
+
+    python benchmarks/serving.py [--model default] [--requests 16] [--max-tokens 64] [--out report/serving.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+TOPICS = ["the sea", "a lighthouse", "autumn leaves", "a train station", "the moon", "a bakery", "mountains",
+          "a library", "rain in the city", "a chess game", "the desert", "a violin", "winter birds", "a market",
+          "an old bridge", "a garden at night", "the harbour", "a clock tower", "a thunderstorm", "a quiet lake"]
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, round((len(s) - 1) * p / 100))]
+
+
+async def one(client: httpx.AsyncClient, url: str, prompt: str, max_tokens: int, extra: dict) -> dict:
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}} | extra
+    t0 = time.perf_counter()
+    ttft, n = None, 0
+    async with client.stream("POST", f"{url}/v1/completions", json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            obj = json.loads(line[6:])
+            if obj.get("usage"):
+                n = obj["usage"]["completion_tokens"]
+            if ttft is None and any(c.get("text") for c in obj.get("choices", [])):
+                ttft = time.perf_counter() - t0
+    e2e = time.perf_counter() - t0
+    ttft = ttft if ttft is not None else e2e
+    return {"ttft": ttft, "e2e": e2e, "tokens": n, "tpot": (e2e - ttft) / max(n - 1, 1)}
+
+
+async def phase(url: str, prompts: list[str], max_tokens: int, concurrent: bool, extra: dict) -> dict:
+    async with httpx.AsyncClient(timeout=600) as client:
+        t0 = time.perf_counter()
+        if concurrent:
+            rs = await asyncio.gather(*(one(client, url, p, max_tokens, extra) for p in prompts))
+        else:
+            rs = [await one(client, url, p, max_tokens, extra) for p in prompts]
+        wall = time.perf_counter() - t0
+    toks = sum(r["tokens"] for r in rs)
+    return {"wall_s": wall, "tokens": toks, "tok_per_s": toks / wall,
+            "ttft_p50_ms": 1e3 * pct([r["ttft"] for r in rs], 50), "ttft_p99_ms": 1e3 * pct([r["ttft"] for r in rs], 99),
+            "tpot_p50_ms": 1e3 * pct([r["tpot"] for r in rs], 50), "tpot_p99_ms": 1e3 * pct([r["tpot"] for r in rs], 99),
+            "e2e_p50_ms": 1e3 * pct([r["e2e"] for r in rs], 50)}
+
+
+def bench_llmspeed(args: argparse.Namespace, prompts: list[str]) -> dict:
+    import llmspeed
+    from llmspeed.runtime.engine import EngineConfig
+    from llmspeed.serving.app import create_app
+    from llmspeed.serving.config import ServerConfig
+    from llmspeed.serving.server import ThreadedServer
+
+    llm = llmspeed.load(args.model, engine_config=EngineConfig(kv_cache_tokens=16384, max_batch=32))
+    out: dict = {}
+    with ThreadedServer(create_app(llm, ServerConfig(model_name="bench", cache_l1=0))) as s:  # no response cache
+        asyncio.run(phase(s.url, ["Warm up the engine."], 8, False, {"ignore_eos": True}))
+        out["sequential"] = asyncio.run(phase(s.url, prompts, args.max_tokens, False, {"ignore_eos": True}))
+        out["concurrent"] = asyncio.run(phase(s.url, prompts, args.max_tokens, True, {"ignore_eos": True}))
+    out["concurrent_vs_sequential_tok_s"] = out["concurrent"]["tok_per_s"] / out["sequential"]["tok_per_s"]
+    with ThreadedServer(create_app(llm, ServerConfig(model_name="bench", cache_l1=64))) as s:
+        miss = asyncio.run(phase(s.url, prompts[:4], args.max_tokens, False, {"ignore_eos": True}))
+        hit = asyncio.run(phase(s.url, prompts[:4], args.max_tokens, False, {"ignore_eos": True}))
+    out["cache"] = {"miss_e2e_p50_ms": miss["e2e_p50_ms"], "hit_e2e_p50_ms": hit["e2e_p50_ms"],
+                    "speedup": miss["e2e_p50_ms"] / max(hit["e2e_p50_ms"], 1e-6)}
+    return out
+
+
+def bench_llamacpp(args: argparse.Namespace, prompts: list[str]) -> dict | None:
+    if importlib.util.find_spec("llama_cpp") is None:
+        return None
+    from llmspeed.models.default_model import default_gguf_path
+    from llmspeed.serving.server import bind_socket
+
+    gguf = args.gguf or str(default_gguf_path())
+    sock = bind_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--host", "127.0.0.1",
+                             "--port", str(port), "--n_threads", "2"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        out = {"sequential": asyncio.run(phase(url, prompts, args.max_tokens, False, {})),
+               "concurrent": asyncio.run(phase(url, prompts, args.max_tokens, True, {}))}
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--gguf", default=None, help="GGUF for the llama-cpp-python comparison (default: embedded)")
+    ap.add_argument("--requests", type=int, default=16)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    prompts = [f"Write a short poem about {TOPICS[i % len(TOPICS)]} (#{i}):" for i in range(args.requests)]
+    res = {"llmspeed": bench_llmspeed(args, prompts)}
+    lc = bench_llamacpp(args, prompts)
+    res["llama_cpp_python"] = lc if lc is not None else "not installed (pip install llama-cpp-python)"
+    ls = res["llmspeed"]
+    print(f"{args.requests} distinct greedy {args.max_tokens}-token completions, loopback, same server")
+    print(f"{'run':28s} {'tok/s':>8s} {'TTFT p50':>9s} {'TTFT p99':>9s} {'TPOT p50':>9s} {'TPOT p99':>9s}  (ms)")
+    rows = [("llmspeed sequential", ls["sequential"]), ("llmspeed 16 concurrent", ls["concurrent"])]
+    if lc is not None:
+        rows += [("llama-cpp-python sequential", lc["sequential"]), ("llama-cpp-python concurrent", lc["concurrent"])]
+    for name, r in rows:
+        print(f"{name:28s} {r['tok_per_s']:8.1f} {r['ttft_p50_ms']:9.1f} {r['ttft_p99_ms']:9.1f} "
+              f"{r['tpot_p50_ms']:9.1f} {r['tpot_p99_ms']:9.1f}")
+    print(f"concurrent / sequential tok/s: {ls['concurrent_vs_sequential_tok_s']:.2f}x")
+    if lc is not None:
+        print(f"llmspeed concurrent / llama-cpp-python concurrent tok/s: "
+              f"{ls['concurrent']['tok_per_s'] / lc['concurrent']['tok_per_s']:.2f}x")
+    c = ls["cache"]
+    print(f"response cache: miss p50 {c['miss_e2e_p50_ms']:.1f} ms, hit p50 {c['hit_e2e_p50_ms']:.2f} ms "
+          f"({c['speedup']:.0f}x)")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(res, indent=2))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
