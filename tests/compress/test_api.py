@@ -102,3 +102,16 @@ def test_chained_recipe(tiny_llm: llmspeed.LLM) -> None:
     reps = llmspeed.compress_(tiny_llm, "bf16,int8", progress=False)
     assert [r.step for r in reps] == ["bf16", "int8"]
     assert not reps[1].changed and "changed nothing" in reps[1].notes[-1]  # bf16 already swapped every Linear
+
+
+def test_model_size_counts_tied_weights_once(tiny_llm: llmspeed.LLM) -> None:
+    from llmspeed.compress.measure import model_size_mb, slow_cause
+
+    m = tiny_llm.model
+    n_unique = sum(p.numel() for p in m.parameters()) + sum(b.numel() for b in m.buffers())  # parameters() dedups
+    size0 = model_size_mb(m)
+    assert size0 * 1e6 >= n_unique * 4 - 1  # rotary tables and every weight, embeddings counted once
+    llmspeed.compress_(tiny_llm, "int8", progress=False)
+    linear_params = sum(mod.weight_int8.numel() for mod in m.modules() if isinstance(mod, Int8Linear))
+    assert abs((size0 - model_size_mb(m)) * 1e6 - linear_params * 3 + 4 * 2 * 7 * 0) < linear_params  # ~3 B saved
+    assert "AVX2" in slow_cause(["bf16"]) and "int4" in slow_cause(["int4-g32"])

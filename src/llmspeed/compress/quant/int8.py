@@ -34,6 +34,13 @@ class Int8Linear(nn.Module):
         self.register_buffer("scales", torch.empty(out_features, dtype=torch.float32, device=device))
         self.bias = nn.Parameter(torch.empty(out_features, device=device), requires_grad=False) if bias else None
         self.kernel_ok = in_features % 8 == 0
+        self._scales_bf16: tuple[int, torch.Tensor] | None = None  # cache keyed by the scales' storage
+
+    def scales_bf16(self) -> torch.Tensor:
+        key = self.scales.data_ptr()
+        if self._scales_bf16 is None or self._scales_bf16[0] != key:
+            self._scales_bf16 = (key, self.scales.to(torch.bfloat16))
+        return self._scales_bf16[1]
 
     @classmethod
     def from_dense(cls, lin: nn.Linear) -> Int8Linear:
@@ -53,7 +60,7 @@ class Int8Linear(nn.Module):
         x2 = x.reshape(-1, self.in_features)  # [M, K]
         if self.kernel_ok and x2.shape[0] <= SMALL_M:
             y = torch._weight_int8pack_mm(x2.to(torch.bfloat16), self.weight_int8,
-                                          self.scales.to(torch.bfloat16)).to(x.dtype)  # [M, N]
+                                          self.scales_bf16()).to(x.dtype)  # [M, N]
         else:
             y = (F.linear(x2.float(), self.weight_int8.float()) * self.scales).to(x.dtype)  # [M, N]
         if self.bias is not None:
