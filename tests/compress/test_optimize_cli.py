@@ -39,10 +39,11 @@ def test_optimize_tiny_model(tmp_path: Path, tiny_model_dir, capsys: pytest.Capt
     out = tmp_path / "opt"
     src = str(tiny_model_dir("llama"))
     rc = main(["optimize", "--recipe", "int4-g32", "--out", str(out), "--model", src, "--repeats", "1",
-               "--new-tokens", "2", "--no-eval"])
+               "--new-tokens", "2", "--eval-tokens", "300"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "size MB" in text and "int4-g32" in text
+    assert "quality: first 300 tokens" in text  # ΔPPL / KL / top-1 columns were filled
     llm = llmspeed.load(out)
     assert llm.recipe == ["int4-g32"]
     ids = torch.arange(10).unsqueeze(0)

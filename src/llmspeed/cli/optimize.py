@@ -54,13 +54,15 @@ def _compress(llm: Any, recipe: Any) -> list[Any]:
     return reports
 
 
-def _quality(llm: Any, baseline: Any) -> dict[str, Any] | None:
+def _quality(llm: Any, baseline: Any, eval_tokens: int) -> dict[str, Any] | None:
+    """ΔPPL / KL / top-1 on the first `eval_tokens` held-out Shakespeare tokens (`llmspeed eval` does the rest)."""
     if importlib.util.find_spec("llmspeed.evaluation.api") is None:
         return None
     import llmspeed
 
     try:
-        res = dict(llmspeed.evaluate(llm, baseline=baseline))
+        res = dict(llmspeed.evaluate(llm, baseline=baseline, max_tokens=eval_tokens, ood_max_tokens=0,
+                                     lastword_n=0))
     except (ImportError, NotImplementedError) as e:
         log.warning("optimize: quality evaluation unavailable: %s", e)
         return None
@@ -77,7 +79,8 @@ def _pick(d: dict[str, Any], *keys: str) -> float | None:
     return None
 
 
-def _render(rows: list[dict[str, Any]], settings: dict[str, Any], reports: list[Any], out: Path) -> None:
+def _render(rows: list[dict[str, Any]], settings: dict[str, Any], reports: list[Any], out: Path,
+            eval_tokens: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -97,6 +100,9 @@ def _render(rows: list[dict[str, Any]], settings: dict[str, Any], reports: list[
     con.print(f"decode: prompt {settings['prompt_len']} + {settings['new_tokens']} new tokens, EOS ignored, batch 1; "
               f"prefill: {settings['prefill_len']} tokens; median of {settings['repeats']} after warm-up; "
               f"{settings['threads']} threads")
+    if eval_tokens and rows[-1].get("kl") is not None:
+        con.print(f"quality: first {eval_tokens} tokens of the held-out Shakespeare plays, non-overlapping windows; "
+                  "KL(original || optimized) mean per token; full report: llmspeed eval")
     for rep in reports:
         con.print(f"  {rep.summary()}")
 
@@ -109,6 +115,7 @@ def optimize(
     repeats: int = typer.Option(3, "--repeats", help="timed runs per speed figure (median)"),
     new_tokens: int = typer.Option(64, "--new-tokens", help="decode tokens per timed run"),
     quality: bool = typer.Option(True, "--eval/--no-eval", help="ΔPPL, KL and top-1 vs the original, if available"),
+    eval_tokens: int = typer.Option(4096, "--eval-tokens", help="held-out tokens for ΔPPL / KL / top-1"),
 ) -> None:
     """Compress a model with a recipe, save it, and compare size, speed and quality with the original."""
     import llmspeed
@@ -133,7 +140,7 @@ def optimize(
         rows[1]["note"] = f"SLOWER than fp32 ({', '.join(slower)}): {slow_cause(list(rec.steps))}"
     if quality:
         baseline = llmspeed.load(model, threads=threads)
-        q = _quality(llm, baseline)
+        q = _quality(llm, baseline, eval_tokens)
         if q is not None:
             ppl, ppl0 = _pick(q, "ppl"), _pick(q, "baseline_ppl", "ppl_baseline")
             rows[1]["dppl"] = _pick(q, "delta_ppl_pct", "ppl_increase_pct") or (
@@ -142,4 +149,4 @@ def optimize(
             rows[1]["top1"] = _pick(q, "top1_agreement", "top1")
         else:
             log.warning("optimize: llmspeed.evaluation not available yet: no quality columns")
-    _render(rows, base.settings, reports, saved)
+    _render(rows, base.settings, reports, saved, eval_tokens if quality else 0)
