@@ -85,8 +85,8 @@ def measure_speed(llm: LLM, cfg: SpeedConfig | None = None) -> Speed:
 
 
 SLOW_CAUSES = {
-    "bf16": "half-precision matmul has no fast path on this AVX2 CPU (no AVX512-BF16/AMX)",
-    "fp16": "half-precision matmul has no fast path on this AVX2 CPU (no AVX512-BF16/AMX)",
+    "bf16": "half-precision matmul plus fp32<->half casts per call cost more than the bytes saved on this CPU",
+    "fp16": "fp16 matmul has no native path on most x86 CPUs (needs AVX512-FP16/AMX-FP16)",
     "int8": "int8 weights must be converted for every matmul; it only pays off when weights stream from DRAM",
     "int8-dyn": "per-token activation quantization and fbgemm call overhead exceed the bandwidth saved",
     "int4": "torch's CPU int4 kernel unpacks nibbles per call (~5 GB/s); prefill dequantizes to fp32 first",

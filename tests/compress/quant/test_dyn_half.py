@@ -44,3 +44,14 @@ def test_half_linear(dtype: torch.dtype, tol: float, m: int) -> None:
     x = torch.randn(m, 64)
     y = h(x)
     assert y.dtype == torch.float32 and _rel(y, lin(x)) < tol
+
+
+def test_half_large_m_path_is_exact_on_half_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a native half matmul, many-row calls upcast the half weights: exact fp32 math on them."""
+    from llmspeed.compress.quant import mixed
+
+    monkeypatch.setattr(mixed, "fast_half_matmul", lambda dtype: False)
+    lin = nn.Linear(64, 32, bias=False).requires_grad_(False)
+    h = HalfLinear.from_dense(lin, torch.bfloat16)
+    x = torch.randn(mixed.SMALL_M + 3, 64)
+    assert torch.allclose(h(x), x @ h.weight.float().T, atol=1e-5)

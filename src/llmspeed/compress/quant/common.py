@@ -12,12 +12,34 @@ Conventions (derived here, tested in tests/compress/quant/test_common.py):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 INT4_GROUPS = (32, 64, 128)
 _EPS = 1e-12
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere), read once on first use."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def fast_half_matmul(dtype: torch.dtype) -> bool:
+    """Whether the CPU multiplies `dtype` matrices natively (AVX512-BF16/AMX; AVX512-FP16/AMX-FP16)."""
+    flags = cpu_flags()
+    if dtype == torch.bfloat16:
+        return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(flags & {"avx512_fp16", "amx_fp16"})
 
 
 def quantize_int8_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,9 +1,10 @@
 """`bf16` / `fp16`: Linear weights stored in half precision; norms, softmax and logits stay float32.
 
-The model feeds float32 activations; `HalfLinear` casts them in and the result back out. On this AVX2 CPU
-(no AVX512-BF16) a half-precision GEMM is ~130x slower than fp32 (DESIGN.md §6), so only few-row calls
-(decode, M <= SMALL_M) run natively in half precision; larger calls upcast the weight to float32 and use the
-fp32 GEMM (storage and bandwidth stay half, arithmetic is exact on the half weights).
+The model feeds float32 activations; `HalfLinear` casts them in and the result back out. On an AVX2 CPU
+without AVX512-BF16/AMX a half-precision GEMM is ~130x slower than fp32 (DESIGN.md §6), so there only
+few-row calls (decode, M <= SMALL_M) run natively in half precision and larger calls upcast the weight to
+float32 for the fp32 GEMM (storage and bandwidth stay half; the arithmetic is exact on the half weights).
+CPUs with native half matmuls (`fast_half_matmul`) run every call in half precision.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmspeed.compress.api import StepReport, register_step
+from llmspeed.compress.quant.common import fast_half_matmul
 from llmspeed.compress.quant.swap import restore_linears, swap_linears
 
 SMALL_M = 4
@@ -29,6 +31,7 @@ class HalfLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=dtype, device=device),
                                    requires_grad=False)
         self.bias = nn.Parameter(torch.empty(out_features, device=device), requires_grad=False) if bias else None
+        self.small_m = (1 << 62) if fast_half_matmul(dtype) else SMALL_M  # rows up to which we stay in half
 
     @classmethod
     def from_dense(cls, lin: nn.Linear, dtype: torch.dtype) -> HalfLinear:
@@ -41,7 +44,7 @@ class HalfLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., K] -> [..., N], dtype of x
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)  # [M, K]
-        if x2.shape[0] <= SMALL_M:
+        if x2.shape[0] <= self.small_m:
             y = F.linear(x2.to(self.weight.dtype), self.weight).to(x.dtype)  # [M, N], half arithmetic
         else:
             y = F.linear(x2.float(), self.weight.float()).to(x.dtype)
@@ -73,5 +76,6 @@ def restore_half(model: nn.Module, cfg: HalfConfig) -> None:
 def half_step(model: nn.Module, cfg: HalfConfig, calib: object | None) -> StepReport:
     """Mixed precision: half-precision Linear weights, float32 norms/softmax/logits."""
     rep = swap_linears(model, cfg.dtype, cfg.skip, lambda lin: HalfLinear.from_dense(lin, HALF[cfg.dtype]))
-    rep.notes.append("half GEMM is far slower than fp32 on AVX2 CPUs: prefill upcasts weights to fp32")
+    if not fast_half_matmul(HALF[cfg.dtype]):
+        rep.notes.append(f"no native {cfg.dtype} matmul on this CPU: calls with > {SMALL_M} rows upcast to fp32")
     return rep
