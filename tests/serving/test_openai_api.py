@@ -77,3 +77,17 @@ def test_concurrent_greedy_equals_sequential(make_server) -> None:
     with cf.ThreadPoolExecutor(len(prompts)) as ex:
         concurrent = list(ex.map(one, prompts))
     assert concurrent == sequential
+
+
+def test_metrics_exposed(client, server) -> None:
+    from tests.serving.conftest import API_KEY
+
+    client.completions.create(model="tiny", prompt="Metrics please", max_tokens=3, temperature=0.3)
+    text = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {API_KEY}"}).text
+    for name in ("llmspeed:time_to_first_token_seconds_count", "llmspeed:time_per_output_token_seconds_bucket",
+                 "llmspeed:e2e_request_latency_seconds_sum", "llmspeed:num_requests_waiting",
+                 "llmspeed:num_requests_running", "llmspeed:generation_tokens_total", "llmspeed:kv_cache_blocks_used",
+                 "llmspeed:prefix_cache_hits_total", 'llmspeed:response_cache_total{result="hit-l2"}'):
+        assert name in text, name
+    count = next(ln for ln in text.splitlines() if ln.startswith("llmspeed:time_to_first_token_seconds_count"))
+    assert float(count.split()[-1]) >= 1

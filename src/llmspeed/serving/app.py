@@ -15,7 +15,7 @@ from llmspeed.serving.auth import install_auth
 from llmspeed.serving.config import ServerConfig
 from llmspeed.serving.engine_loop import EngineLoop
 from llmspeed.serving.errors import error_response, install_error_handlers
-from llmspeed.serving.generation import GenerationService
+from llmspeed.serving.generation import ClientGone, GenerationService
 from llmspeed.serving.metrics import CONTENT_TYPE, ServerMetrics
 from llmspeed.serving.response_cache import ResponseCache, open_l2
 
@@ -60,7 +60,7 @@ def create_app(llm: Any, config: ServerConfig | None = None) -> FastAPI:
 
     install_auth(app, cfg.api_key)  # added last = runs first: unauthenticated requests never reach the rest
 
-    async def _serve(req: S.CompletionRequest | S.ChatCompletionRequest, kind: str) -> Response:
+    async def _serve(req: S.CompletionRequest | S.ChatCompletionRequest, kind: str, request: Request) -> Response:
         p = service.prepare(req, kind)
         entry, level = service.lookup(p)
         headers = {CACHE_HEADER: level}
@@ -71,16 +71,19 @@ def create_app(llm: Any, config: ServerConfig | None = None) -> FastAPI:
             body = await service.stream(p, req.include_usage)
             return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS | headers)
         if entry is None:
-            entry = await service.run(p)
+            try:
+                entry = await service.run(p, request.is_disconnected)
+            except ClientGone:
+                return Response(status_code=499)  # nobody is listening; the request was aborted
         return JSONResponse(service.body_from_entry(kind, entry), headers=headers)
 
     @app.post("/v1/completions", summary="Text completion (OpenAI format; SSE when stream=true)")
-    async def completions(req: S.CompletionRequest) -> Response:
-        return await _serve(req, "completion")
+    async def completions(req: S.CompletionRequest, request: Request) -> Response:
+        return await _serve(req, "completion", request)
 
     @app.post("/v1/chat/completions", summary="Chat completion (OpenAI format; SSE when stream=true)")
-    async def chat_completions(req: S.ChatCompletionRequest) -> Response:
-        return await _serve(req, "chat")
+    async def chat_completions(req: S.ChatCompletionRequest, request: Request) -> Response:
+        return await _serve(req, "chat", request)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

@@ -9,7 +9,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,10 @@ from llmspeed.serving.response_cache import ResponseCache, cache_key
 
 log = logging.getLogger(__name__)
 DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default for /v1/completions
+
+
+class ClientGone(Exception):
+    """The client disconnected before its non-streamed response was ready."""
 
 
 @dataclass
@@ -112,14 +116,22 @@ class GenerationService:
         if p.key is not None and entry["finish_reason"] in ("stop", "length"):
             self.cache.put(p.key, entry)
 
-    async def _next(self, q: asyncio.Queue[Delta], deadline: float) -> Delta:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError
-        return await asyncio.wait_for(q.get(), left)
+    async def _next(self, q: asyncio.Queue[Delta], deadline: float,
+                    gone: Callable[[], Awaitable[bool]] | None = None) -> Delta:
+        """The next delta; TimeoutError past the deadline, ClientGone when `gone()` says the client left."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            try:
+                return await asyncio.wait_for(q.get(), min(left, 0.5) if gone is not None else left)
+            except TimeoutError:
+                if gone is not None and await gone():
+                    raise ClientGone from None
 
-    async def run(self, p: Prepared) -> dict[str, Any]:
-        """Non-streamed: generate to the end (or timeout -> 504) and return the cache entry."""
+    async def run(self, p: Prepared, gone: Callable[[], Awaitable[bool]] | None = None) -> dict[str, Any]:
+        """Non-streamed: generate to the end (or timeout -> 504) and return the cache entry. `gone` polls for
+        a client disconnect (then the request is aborted and its KV blocks freed)."""
         self.admit()
         seq = self.loop.engine.make_sequence(p.prompt_ids, p.params, seq_id=p.rid)
         q = self.loop.submit(seq)
@@ -129,7 +141,7 @@ class GenerationService:
         try:
             while True:
                 try:
-                    d = await self._next(q, deadline)
+                    d = await self._next(q, deadline, gone)
                 except TimeoutError:
                     raise APIError(504, f"request timed out after {self.cfg.request_timeout:g} s", None,
                                    "timeout") from None
