@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $@
 
 demo: install
-	$(VENV)/bin/llmspeed generate "The capital of France is" --max-new-tokens 32
+	$(VENV)/bin/llmspeed optimize --recipe int8 --out $(DEMO_OUT)
 
 test: install
 	bash scripts/test.sh
