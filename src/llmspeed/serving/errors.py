@@ -55,7 +55,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     param = ".".join(loc) or None
     if e.get("type") == "missing" and not loc:
         return "request body is missing", None
-    msg = str(e.get("msg", "invalid value"))
+    msg = str(e.get("msg", "invalid value")).removeprefix("Value error, ")
     return (f"{param}: {msg}" if param else msg), param
 
 
