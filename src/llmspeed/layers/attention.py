@@ -15,9 +15,10 @@ import torch.nn.functional as F
 @dataclass
 class AttnBatch:
     positions: torch.Tensor  # [B, T] int64: absolute position of each new token (pads: 0)
-    mask: torch.Tensor  # [B, 1, T, S] bool: query t of row b may attend key s
+    mask: torch.Tensor | None  # [B, 1, T, S] bool: query t of row b may attend key s (None: every key)
     slot_mapping: torch.Tensor | None = None  # [B*T] int64: flat cache slot for each new token's K/V
     gather_idx: torch.Tensor | None = None  # [B, S] int64: flat cache slots of keys 0..S-1 per row
+    kv_range: tuple[int, int] | None = None  # B == 1 with contiguous blocks: (first slot, S) -> a view, no gather
 
     @staticmethod
     def no_cache(batch: int, seq_len: int, lengths: torch.Tensor | None = None) -> AttnBatch:
@@ -39,29 +40,38 @@ def attend(
     k: torch.Tensor,  # [B, T, Hkv, D] (new tokens)
     v: torch.Tensor,  # [B, T, Hkv, D]
     meta: AttnBatch,
-    cache: tuple[torch.Tensor, torch.Tensor] | None,  # ([slots, Hkv, D], [slots, Hkv, D]) of this layer
+    cache: tuple[torch.Tensor, torch.Tensor] | None,  # this layer's ([Hkv, slots, D], [Hkv, slots, D])
     scale: float,
 ) -> torch.Tensor:  # -> [B, T, H*D]
     B, T, H, D = q.shape
     Hkv = k.shape[2]
     if cache is not None:
         ck, cv = cache
-        assert meta.slot_mapping is not None and meta.gather_idx is not None
-        ck.index_copy_(0, meta.slot_mapping, k.reshape(B * T, Hkv, D).to(ck.dtype))
-        cv.index_copy_(0, meta.slot_mapping, v.reshape(B * T, Hkv, D).to(cv.dtype))
-        k = ck[meta.gather_idx]  # [B, S, Hkv, D]
-        v = cv[meta.gather_idx]
-    qh = q.transpose(1, 2)  # [B, H, T, D]
-    kh = k.transpose(1, 2).to(q.dtype)  # [B, Hkv, S, D]
-    vh = v.transpose(1, 2).to(q.dtype)
+        assert meta.slot_mapping is not None
+        ck.index_copy_(1, meta.slot_mapping, k.reshape(B * T, Hkv, D).transpose(0, 1).to(ck.dtype))
+        cv.index_copy_(1, meta.slot_mapping, v.reshape(B * T, Hkv, D).transpose(0, 1).to(cv.dtype))
+        if meta.kv_range is not None:
+            s0, S = meta.kv_range
+            kh = ck[:, s0:s0 + S].unsqueeze(0)  # [1, Hkv, S, D], a view
+            vh = cv[:, s0:s0 + S].unsqueeze(0)
+        else:
+            assert meta.gather_idx is not None
+            S = meta.gather_idx.shape[1]
+            idx = meta.gather_idx.view(-1)
+            kh = ck.index_select(1, idx).view(Hkv, B, S, D).transpose(0, 1)  # [B, Hkv, S, D]
+            vh = cv.index_select(1, idx).view(Hkv, B, S, D).transpose(0, 1)
+    else:
+        kh, vh = k.transpose(1, 2), v.transpose(1, 2)  # [B, Hkv, T, D]
+    kh, vh = kh.to(q.dtype), vh.to(q.dtype)
     if T == 1:
         # decode: grouped-query attention without materialising repeated K/V
         G = H // Hkv
-        qg = qh.reshape(B, Hkv, G, D)  # [B, Hkv, G, D]
+        qg = q.view(B, Hkv, G, D)  # [B, Hkv, G, D]
         scores = (qg @ kh.transpose(-1, -2)).float() * scale  # [B, Hkv, G, S]
-        scores = scores.masked_fill(~meta.mask.view(B, 1, 1, -1), float("-inf"))
+        if meta.mask is not None:
+            scores = scores.masked_fill(~meta.mask.view(B, 1, 1, -1), float("-inf"))
         probs = torch.softmax(scores, dim=-1).to(vh.dtype)
-        out = probs @ vh  # [B, Hkv, G, D]
-        return out.reshape(B, 1, H * D)
-    out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=meta.mask, scale=scale, enable_gqa=H != Hkv)
+        return (probs @ vh).reshape(B, 1, H * D)  # [B, Hkv, G, D] -> [B, 1, H*D]
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), kh, vh, attn_mask=meta.mask, scale=scale,
+                                         enable_gqa=H != Hkv)  # [B, H, T, D]
     return out.transpose(1, 2).reshape(B, T, H * D)  # [B, T, H*D]

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmspeed.layers.attention import AttnBatch, attend
+from llmspeed.layers.linear import FusedLinears
 from llmspeed.layers.norm import RMSNorm
 from llmspeed.layers.rope import RotaryEmbedding, apply_rope
 from llmspeed.models.config import ModelConfig
@@ -24,13 +25,22 @@ class LlamaAttention(nn.Module):
         self.k_proj = nn.Linear(cfg.hidden_size, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
         self.v_proj = nn.Linear(cfg.hidden_size, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.hidden_size, bias=False)
+        self.fused: FusedLinears | None = None
+
+    def fuse_projections(self) -> None:
+        mods = [self.q_proj, self.k_proj, self.v_proj]
+        self.fused = FusedLinears(mods) if FusedLinears.fusable(mods) else None  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], meta: AttnBatch,
                 cache: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)  # [B, T, H, D]
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)  # [B, T, Hkv, D]
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        if self.fused is not None and self.fused.valid((self.q_proj, self.k_proj, self.v_proj)):
+            q, k, v = self.fused(x)  # one GEMM for q, k and v
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(B, T, self.n_heads, self.head_dim)  # [B, T, H, D]
+        k = k.view(B, T, self.n_kv_heads, self.head_dim)  # [B, T, Hkv, D]
+        v = v.view(B, T, self.n_kv_heads, self.head_dim)
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         return self.o_proj(attend(q, k, v, meta, cache, self.scale))  # [B, T, C]
 
@@ -41,9 +51,18 @@ class LlamaMLP(nn.Module):
         self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.fused: FusedLinears | None = None
+
+    def fuse_projections(self) -> None:
+        mods = [self.gate_proj, self.up_proj]
+        self.fused = FusedLinears(mods) if FusedLinears.fusable(mods) else None  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, C] -> [B, T, C]
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if self.fused is not None and self.fused.valid((self.gate_proj, self.up_proj)):
+            gate, up = self.fused(x)  # [B, T, I] each, from one GEMM
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class LlamaBlock(nn.Module):

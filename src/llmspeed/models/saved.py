@@ -36,7 +36,9 @@ def write_saved_dir(out: Path, cfg: ModelConfig, state: dict[str, torch.Tensor],
         if ptr in seen and v.numel() > 0:  # other shared storage: keep one copy, note the alias
             continue
         seen[ptr] = k
-        tensors[k] = v.detach().contiguous()
+        t = v.detach()
+        shares_storage = t.untyped_storage().nbytes() != t.numel() * t.element_size()  # e.g. fused-projection views
+        tensors[k] = t.clone() if shares_storage else t.contiguous()
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt", "llmspeed": str(SAVED_FORMAT)})
     hf = cfg.to_hf()
     hf["llmspeed"] = {"format": SAVED_FORMAT, "config": cfg.to_dict(), "source": source or {}}

@@ -66,6 +66,9 @@ class Engine:
         self.running: list[Sequence] = []
         self._inbox: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()  # thread-safe entry point
         self.num_preemptions = 0
+        for mod in model.modules():  # one GEMM for q/k/v and for gate/up where the layers are dense
+            if hasattr(mod, "fuse_projections"):
+                mod.fuse_projections()
         self.last_step: tuple[str, int, float] = ("", 0, 0.0)  # kind, batch size, seconds
 
     # -- requests ---------------------------------------------------------------------------------
@@ -147,7 +150,19 @@ class Engine:
         B = len(seqs)
         news = [s.all_ids[s.num_computed:] for s in seqs]
         T = max(len(n) for n in news)
-        S = max(s.num_tokens for s in seqs)
+        lens = [s.num_tokens for s in seqs]
+        S = max(lens)
+        bs = self.kv.block_size
+        if T == 1 and B == 1:  # the hot path: one decode token, no padding, often contiguous blocks
+            s = seqs[0]
+            pos = torch.tensor([[S - 1]])
+            table = s.block_table[: -(-S // bs)]
+            slot = table[(S - 1) // bs] * bs + (S - 1) % bs
+            contiguous = table == list(range(table[0], table[0] + len(table)))
+            meta = AttnBatch(positions=pos, mask=None, slot_mapping=torch.tensor([slot]),
+                             gather_idx=None if contiguous else torch.tensor([self.kv.slots_for(table, 0, S)]),
+                             kv_range=(table[0] * bs, S) if contiguous else None)
+            return torch.tensor([news[0]]), meta, torch.zeros(1, dtype=torch.long)
         scratch = self.kv.scratch_slot
         ids = torch.zeros(B, T, dtype=torch.long)
         pos = torch.zeros(B, T, dtype=torch.long)
@@ -160,7 +175,9 @@ class Engine:
             slots = self.kv.slots_for(s.block_table, 0, s.num_tokens)
             slot_map[b, :n] = torch.tensor(slots[start:])
             gather[b, : s.num_tokens] = torch.tensor(slots)
-        meta = AttnBatch(positions=pos, mask=causal_mask(pos, S), slot_mapping=slot_map.view(-1), gather_idx=gather)
+        uniform_decode = T == 1 and min(lens) == S  # every row attends to all S keys: no mask needed
+        meta = AttnBatch(positions=pos, mask=None if uniform_decode else causal_mask(pos, S),
+                         slot_mapping=slot_map.view(-1), gather_idx=gather)
         last = torch.tensor([len(n) - 1 for n in news])
         return ids, meta, last
 
