@@ -32,7 +32,7 @@ def test_perplexity_is_exp_mean_nll_by_hand(tiny_llm) -> None:
     expect = math.exp(torch.cat(nll).mean().item())
     res = perplexity(tiny_llm, wins)
     assert res["n_predicted"] == 297 and res["n_windows"] == 3
-    assert res["ppl"] == pytest.approx(expect, rel=1e-9)
+    assert res["ppl"] == pytest.approx(expect, rel=1e-6)  # float32 log-softmax vs float64 by hand
     assert "non-overlapping 128-token windows over the first 300 tokens" in res["convention"]
 
 
@@ -52,9 +52,9 @@ def test_kl_matches_definition_between_different_models(tiny_llm, tiny_model_dir
     ids = wins.windows[0].unsqueeze(0)
     p, q = tiny_llm.logits(ids)[0, :-1].double(), other.logits(ids)[0, :-1].double()
     by_hand = F.kl_div(q.log_softmax(-1), p.log_softmax(-1), log_target=True, reduction="none").sum(-1)  # [T]
-    torch.testing.assert_close(kl_per_token(p, q), by_hand)
-    assert res["kl_mean"] == pytest.approx(by_hand.mean().item(), rel=1e-9)
-    assert res["kl_p99"] == pytest.approx(torch.quantile(by_hand, 0.99).item(), rel=1e-9)
+    torch.testing.assert_close(kl_per_token(p, q), by_hand, rtol=1e-5, atol=1e-6)  # float32 math
+    assert res["kl_mean"] == pytest.approx(by_hand.mean().item(), rel=1e-5)
+    assert res["kl_p99"] == pytest.approx(torch.quantile(by_hand, 0.99).item(), rel=1e-5)
     assert res["top1_agreement"] == pytest.approx((p.argmax(-1) == q.argmax(-1)).double().mean().item())
     assert 0 < res["kl_mean"] and res["top1_agreement"] < 1
 

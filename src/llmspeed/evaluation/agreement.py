@@ -15,10 +15,13 @@ import torch.nn.functional as F
 
 
 def kl_per_token(ref_logits: torch.Tensor, opt_logits: torch.Tensor) -> torch.Tensor:
-    """[T, V], [T, V] -> [T] KL(softmax(ref) ‖ softmax(opt)) in nats (float64)."""
-    lp_ref = F.log_softmax(ref_logits.double(), dim=-1)  # [T, V]
-    lp_opt = F.log_softmax(opt_logits.double(), dim=-1)
-    return (lp_ref.exp() * (lp_ref - lp_opt)).sum(-1)  # [T]
+    """[T, V], [T, V] -> [T] KL(softmax(ref) ‖ softmax(opt)) in nats (float32 math, float64 result)."""
+    return kl_from_logprobs(F.log_softmax(ref_logits.float(), dim=-1), F.log_softmax(opt_logits.float(), dim=-1))
+
+
+def kl_from_logprobs(lp_ref: torch.Tensor, lp_opt: torch.Tensor) -> torch.Tensor:
+    """[T, V] log-probs each -> [T] KL(ref ‖ opt) (float64); exactly 0 when the inputs are equal."""
+    return (lp_ref.exp() * (lp_ref - lp_opt)).sum(-1).double()  # [T]
 
 
 def top1_agree(ref_logits: torch.Tensor, opt_logits: torch.Tensor) -> torch.Tensor:
@@ -32,11 +35,11 @@ class AgreementAccumulator:
     agree: int = 0
     count: int = 0
 
-    def add(self, ref_logits: torch.Tensor, opt_logits: torch.Tensor) -> None:
-        """Logits of the PREDICTING positions only ([T-1, V] each)."""
-        self.kls.append(kl_per_token(ref_logits, opt_logits))
-        self.agree += int(top1_agree(ref_logits, opt_logits).sum())
-        self.count += int(ref_logits.shape[0])
+    def add(self, ref_lp: torch.Tensor, opt_lp: torch.Tensor) -> None:
+        """Log-probs of the PREDICTING positions only, [T-1, V] each (float32)."""
+        self.kls.append(kl_from_logprobs(ref_lp, opt_lp))
+        self.agree += int(top1_agree(ref_lp, opt_lp).sum())
+        self.count += int(ref_lp.shape[0])
 
     def report(self) -> dict[str, Any]:
         kl = torch.cat(self.kls) if self.kls else torch.zeros(0, dtype=torch.float64)  # [N]
@@ -51,5 +54,5 @@ def agreement(ref_llm: Any, opt_llm: Any, windows: Any) -> dict[str, Any]:
     acc = AgreementAccumulator()
     for w in windows.windows:
         ids = w.unsqueeze(0)  # [1, W]
-        acc.add(ref_llm.logits(ids)[0, :-1], opt_llm.logits(ids)[0, :-1])
+        acc.add(F.log_softmax(ref_llm.logits(ids)[0, :-1], -1), F.log_softmax(opt_llm.logits(ids)[0, :-1], -1))
     return acc.report()

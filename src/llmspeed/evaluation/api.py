@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch.nn.functional as F
+
 from llmspeed.evaluation.agreement import AgreementAccumulator
 from llmspeed.evaluation.datasets import TextSource, pydoc_topics, resolve_text
 from llmspeed.evaluation.perplexity import (
     DEFAULT_WINDOW,
     NLLAccumulator,
-    nll_from_logits,
+    nll_from_logprobs,
     perplexity,
     ppl_report,
     token_windows,
@@ -65,12 +67,12 @@ def _primary(llm: Any, base: Any, src: TextSource, cfg: EvalConfig, window: int)
     acc, base_acc, agree = NLLAccumulator(), NLLAccumulator(), AgreementAccumulator()
     for w in wins.windows:
         ids = w.unsqueeze(0)  # [1, W]
-        logits = llm.logits(ids)[0]  # [W, V]
-        acc.add(nll_from_logits(logits, w))
+        lp = F.log_softmax(llm.logits(ids)[0, :-1], dim=-1)  # [W-1, V] predicting positions
+        acc.add(nll_from_logprobs(lp, w))
         if base is not None:
-            ref = base.logits(ids)[0]  # [W, V]
-            base_acc.add(nll_from_logits(ref, w))
-            agree.add(ref[:-1], logits[:-1])
+            ref = F.log_softmax(base.logits(ids)[0, :-1], dim=-1)  # [W-1, V]
+            base_acc.add(nll_from_logprobs(ref, w))
+            agree.add(ref, lp)
     out = ppl_report(acc, wins)
     if base is not None:
         out |= {"baseline_ppl": base_acc.ppl, "delta_ppl_pct": 100.0 * (acc.ppl / base_acc.ppl - 1.0)}

@@ -72,8 +72,12 @@ def token_windows(tokenizer: Any, source: TextSource, max_tokens: int, window: i
 
 def nll_from_logits(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """[T, V] logits and [T] ids -> [T-1] negative log-likelihoods of ids[1:] (float64)."""
-    lp = F.log_softmax(logits[:-1].double(), dim=-1)  # [T-1, V]
-    return -lp.gather(-1, ids[1:].unsqueeze(-1)).squeeze(-1)  # [T-1]
+    return nll_from_logprobs(F.log_softmax(logits[:-1].float(), dim=-1), ids)
+
+
+def nll_from_logprobs(lp: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """[T-1, V] log-probs of the predicting positions and [T] ids -> [T-1] NLL of ids[1:] (float64)."""
+    return -lp.gather(-1, ids[1:].unsqueeze(-1)).squeeze(-1).double()  # [T-1]
 
 
 def window_logits(llm: Any, wins: TokenWindows) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
