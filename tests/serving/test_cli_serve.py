@@ -50,4 +50,5 @@ def test_serve_cli_bad_args_one_line_error() -> None:
     from llmspeed.cli.main import main
 
     assert main(["serve", "--cache-policy", "random", "--model", "/nonexistent"]) == 2
-    assert main(["serve", "--backend", "ray"]) == 2
+    assert main(["serve", "--backend", "k8s"]) == 2
+    assert main(["serve", "--lb", "random", "--replicas", "2"]) == 2

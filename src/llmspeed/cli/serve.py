@@ -43,7 +43,10 @@ def serve(
     cache_ttl: float = typer.Option(86400.0, "--cache-ttl", help="seconds an L2 entry lives"),
     replicas: int = typer.Option(1, "--replicas", help="engine worker processes behind a router"),
     lb: str = typer.Option("least-conn", "--lb", help="round-robin | least-conn | prefix-affinity"),
-    backend: str = typer.Option("local", "--backend", help="local (ray is not implemented)"),
+    backend: str = typer.Option("local", "--backend", help="local | ray (Ray Serve deployment on loopback)"),
+    autoscale_min: int = typer.Option(0, "--autoscale-min", help="ray: min replicas (with --autoscale-max)"),
+    autoscale_max: int = typer.Option(0, "--autoscale-max", help="ray: max replicas; > 0 turns on autoscaling"),
+    ray_cpus: int = typer.Option(2, "--ray-cpus", help="ray: CPUs Ray may use"),
     threads: int = ThreadsOpt,
     log_level: str = typer.Option("warning", "--log-level"),
 ) -> None:
@@ -52,8 +55,8 @@ def serve(
     from llmspeed.serving.config import LB_POLICIES, ServerConfig
     from llmspeed.serving.server import serve_forever
 
-    if backend != "local":
-        raise ValueError(f"--backend {backend}: only 'local' is implemented")
+    if backend not in ("local", "ray"):
+        raise ValueError(f"--backend must be local or ray, got {backend!r}")
     if replicas < 1:
         raise ValueError(f"--replicas must be >= 1, got {replicas}")
     if lb not in LB_POLICIES:
@@ -65,6 +68,11 @@ def serve(
     name = served_name or model
     cfg = ServerConfig(model_name=name, api_key=key, max_queue=max_queue, request_timeout=request_timeout,
                        cache_l1=cache_l1, cache_policy=cache_policy, cache_l2=l2, cache_ttl=cache_ttl)
+    engine = {"kv_cache_tokens": kv_cache_tokens, "max_batch": max_batch, "max_batch_tokens": max_batch_tokens}
+    if backend == "ray":
+        _serve_ray(model, dtype, threads, recipe, cfg, replicas, autoscale_min, autoscale_max, ray_cpus, host, port,
+                   engine)
+        return
     if replicas > 1:
         from llmspeed.serving.router import RouterConfig, create_router_app
 
@@ -88,8 +96,34 @@ def serve(
     from llmspeed.serving.app import create_app
 
     llm = load_llm(model, dtype, threads, recipe)
-    llm.reset_engine(**EngineConfig(kv_cache_tokens=kv_cache_tokens, max_batch=max_batch,
-                                    max_batch_tokens=max_batch_tokens).__dict__)
+    llm.reset_engine(**EngineConfig(**engine).__dict__)
     sys.stderr.write(f"llmspeed serving {name} on http://{host}:{port} (max batch {max_batch}, "
                      f"KV {kv_cache_tokens} tokens, L2 {l2.split('@')[-1]})\n")
     serve_forever(create_app(llm, cfg), host, port, log_level)
+
+
+def _serve_ray(model: str, dtype: str, threads: int | None, recipe: str | None, cfg: object, replicas: int,
+               autoscale_min: int, autoscale_max: int, ray_cpus: int, host: str, port: int, engine: dict) -> None:
+    import signal
+    import time
+
+    from llmspeed.serving.ray_app import RayConfig, deploy, shutdown
+
+    rcfg = RayConfig(replicas=replicas, min_replicas=autoscale_min, max_replicas=autoscale_max, num_cpus=ray_cpus,
+                     cpus_per_replica=max(ray_cpus / max(replicas, autoscale_max, 1), 0.1), host=host, port=port,
+                     engine=engine)
+
+    def _term(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        deploy(model, dtype, threads, recipe, cfg, rcfg)  # type: ignore[arg-type]
+        signal.signal(signal.SIGTERM, _term)  # after ray.init, which installs its own handler
+        sys.stderr.write(f"llmspeed on Ray Serve at http://{host}:{port} ({replicas} replicas"
+                         f"{f', autoscaling {autoscale_min}..{autoscale_max}' if rcfg.autoscaling else ''})\n")
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        shutdown()
