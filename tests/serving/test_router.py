@@ -58,7 +58,7 @@ def router(tiny_model_dir):
 
     args = ("--model", str(tiny_model_dir("llama")), "--served-model-name", "tiny", "--threads", "1",
             "--cache-l1", "0", "--cache-l2", "none", "--kv-cache-tokens", "4096")
-    app = create_router_app(RouterConfig(replicas=2, lb="least-conn", worker_args=args, health_interval=0.3,
+    app = create_router_app(RouterConfig(replicas=2, lb="prefix-affinity", worker_args=args, health_interval=0.3,
                                          start_timeout=120))
     srv = ThreadedServer(app).start(timeout=180)
     rs = app.state.replicas
@@ -68,6 +68,23 @@ def router(tiny_model_dir):
     assert len(rs.healthy()) == 2
     yield srv, rs
     srv.stop()
+
+
+def test_live_prefix_affinity_spreads_and_sticks(router) -> None:
+    srv, rs = router
+    t0 = time.monotonic()
+    while len(rs.healthy()) < 2 and time.monotonic() - t0 < 90:
+        time.sleep(0.2)
+
+    def route(q: str) -> int:
+        r = httpx.post(f"{srv.url}/v1/chat/completions", json=chat(q) | {"max_tokens": 2, "temperature": 0},
+                       timeout=60)
+        assert r.status_code == 200
+        return int(r.headers["x-llmspeed-replica"])
+
+    first = {q: route(q) for q in QUESTIONS}
+    assert set(first.values()) == {0, 1}  # a shared system prompt does not pin all traffic to one replica
+    assert sum(route(q) == first[q] for q in QUESTIONS[1:]) == len(QUESTIONS) - 1  # and a conversation sticks
 
 
 def test_kill_replica_mid_load_every_request_answered(router) -> None:
