@@ -23,6 +23,11 @@ def _ok(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for r in report["rows"] if r.get("status") == "ok"]
 
 
+def _throughput(sc: dict[str, Any], name: str) -> float:
+    key = "prefill_tok_s" if name.startswith("prefill") else "tok_s"
+    return (sc.get(key) or {}).get("median", 0.0)
+
+
 def tok_s_bars(report: dict[str, Any], path: Path) -> bool:
     plt = _pyplot()
     rows, scen = _ok(report), report["scenarios"]
@@ -31,11 +36,12 @@ def tok_s_bars(report: dict[str, Any], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(scen) * max(1, len(rows)) / 2), 4))
     width = 0.8 / len(rows)
     for i, r in enumerate(rows):
-        vals = [((r["scenarios"].get(s) or {}).get("tok_s") or {}).get("median", 0.0) for s in scen]
+        vals = [_throughput(r["scenarios"].get(s) or {}, s) for s in scen]
         xs = [j + i * width for j in range(len(scen))]
         ax.bar(xs, vals, width, label=r["label"])
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(scen))], scen)
-    ax.set_ylabel("completion tokens / s (median)")
+    ax.set_ylabel("tokens / s (median)")
+    ax.set_xlabel("prefill: prompt tokens/s; decode: completion tokens/s (whole batch)", fontsize=8)
     ax.set_title("Throughput per scenario")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -76,7 +82,7 @@ def stage_breakdown(report: dict[str, Any], path: Path) -> bool:
     rows = [r for r in _ok(report) if (r["scenarios"].get(sc) or {}).get("stages")]
     if not rows:
         return False
-    fig, ax = plt.subplots(figsize=(max(5, 1.5 * len(rows)), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(rows)), 4))
     bottoms = [0.0] * len(rows)
     for st in STAGES:
         vals = [1e3 * r["scenarios"][sc]["stages"].get(st, 0.0) for r in rows]
@@ -84,7 +90,7 @@ def stage_breakdown(report: dict[str, Any], path: Path) -> bool:
         bottoms = [b + v for b, v in zip(bottoms, vals, strict=True)]
     ax.set_xticks(range(len(rows)), [r["label"] for r in rows], fontsize=7)
     ax.set_ylabel("ms per request (median)")
-    ax.set_title(f"Request cycle T = t_pre + t_prefill + t_decode + t_post ({sc})")
+    ax.set_title(f"T = t_pre + t_prefill + t_decode + t_post ({sc})", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
