@@ -63,3 +63,18 @@ def test_stream_closed_early_aborts(parts) -> None:
     assert seq.finished and seq.finish_reason == "abort"
     loop._dispatch(seq)
     assert loop.num_in_flight == 0 and loop.engine.pool.num_used == 0
+
+
+def test_engine_thread_aborts_requests_past_their_deadline(parts) -> None:
+    """Safety net: a stream whose client vanished before the body started is still aborted at its deadline."""
+    service, loop, S = parts
+    p = service.prepare(S.CompletionRequest(prompt="Nobody listens", max_tokens=50), "completion")
+    seq = loop.engine.make_sequence(p.prompt_ids, p.params, seq_id=p.rid)
+
+    async def go() -> None:
+        loop.submit(seq, timeout=0.0)
+
+    asyncio.run(go())
+    loop._abort_expired()
+    loop.engine.step()
+    assert seq.finished and seq.finish_reason == "abort"

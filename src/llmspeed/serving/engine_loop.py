@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ class _Ticket:
     seq: Sequence
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[Delta]
+    deadline: float = float("inf")  # time.monotonic(); past it the engine thread aborts the request
 
 
 class EngineLoop:
@@ -81,11 +83,14 @@ class EngineLoop:
     def num_waiting(self) -> int:
         return max(0, self.num_in_flight - self.num_running)
 
-    def submit(self, seq: Sequence) -> asyncio.Queue[Delta]:
-        """Queue `seq`; its deltas arrive on the returned queue (call from a running event loop)."""
+    def submit(self, seq: Sequence, timeout: float | None = None) -> asyncio.Queue[Delta]:
+        """Queue `seq`; its deltas arrive on the returned queue (call from a running event loop). After
+        `timeout` seconds the engine thread aborts it even if nobody is listening any more (a safety net
+        for streams whose client vanished before the response body started)."""
         q: asyncio.Queue[Delta] = asyncio.Queue()
+        deadline = time.monotonic() + timeout if timeout is not None else float("inf")
         with self._lock:
-            self._tickets[seq.seq_id] = _Ticket(seq, asyncio.get_running_loop(), q)
+            self._tickets[seq.seq_id] = _Ticket(seq, asyncio.get_running_loop(), q, deadline)
         self.engine.add(seq)
         self._wake.set()
         return q
@@ -97,9 +102,20 @@ class EngineLoop:
             self._wake.set()
 
     # -- the thread ------------------------------------------------------------------------------------
+    def _abort_expired(self) -> None:
+        now = time.monotonic()
+        for t in [t for t in list(self._tickets.values()) if t.deadline <= now]:
+            log.warning("request %s exceeded its deadline: aborting", t.seq.seq_id)
+            t.deadline = float("inf")
+            self.engine.abort(t.seq.seq_id)
+
     def _run(self) -> None:
         eng = self.engine
+        next_sweep = 0.0
         while not self._stop.is_set():
+            if time.monotonic() >= next_sweep:
+                self._abort_expired()
+                next_sweep = time.monotonic() + 0.25
             if not eng.has_work():
                 self._wake.wait(0.05)
                 self._wake.clear()

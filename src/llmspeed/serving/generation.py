@@ -134,7 +134,7 @@ class GenerationService:
         a client disconnect (then the request is aborted and its KV blocks freed)."""
         self.admit()
         seq = self.loop.engine.make_sequence(p.prompt_ids, p.params, seq_id=p.rid)
-        q = self.loop.submit(seq)
+        q = self.loop.submit(seq, self.cfg.request_timeout + 1.0)
         deadline = time.monotonic() + self.cfg.request_timeout
         parts: list[str] = []
         done = False
@@ -161,7 +161,7 @@ class GenerationService:
         """SSE chunks in OpenAI's format; ends with `data: [DONE]` (after an error event if it failed)."""
         self.admit()  # raised before the response starts, so a 429 is a plain JSON error
         seq = self.loop.engine.make_sequence(p.prompt_ids, p.params, seq_id=p.rid)
-        q = self.loop.submit(seq)
+        q = self.loop.submit(seq, self.cfg.request_timeout + 1.0)
         return self._stream_body(p, seq, q, include_usage)
 
     async def _stream_body(self, p: Prepared, seq: Any, q: asyncio.Queue[Delta],
