@@ -34,6 +34,22 @@ def test_prefix_affinity_spreads_shared_system_prompt_and_is_sticky() -> None:
     assert {q: again[q] for q in first} == first  # same conversation -> the replica that has it cached
 
 
+def test_prefix_affinity_on_token_blocks(tiny_model_dir) -> None:
+    from llmspeed.serving.load_balancer import chat_tokenizer
+
+    tokenize = chat_tokenizer(str(tiny_model_dir("llama")))
+    assert tokenize is not None
+    b = Balancer("prefix-affinity", 3, tokenize=tokenize)
+    first = {q: b.choose([0, 1, 2], {}, chat(q)) for q in QUESTIONS}
+    assert len(set(first.values())) >= 2
+    ids = tokenize(chat(QUESTIONS[5]))
+    shared = b.shared_prefix_len(ids)
+    assert shared % 16 == 0 and 16 <= shared < len(ids)  # the template + system prompt, in whole KV blocks
+    again = {q: b.choose([0, 1, 2], {}, chat(q)) for q in QUESTIONS[1:]}
+    assert again == {q: first[q] for q in QUESTIONS[1:]}
+    assert chat_tokenizer("/nonexistent/model") is None  # falls back to character blocks
+
+
 def test_bounded_loads_cap_a_hot_key() -> None:
     b = Balancer("prefix-affinity", 3, AffinityConfig(epsilon=0.25))
     loads = {0: 0, 1: 0, 2: 0}
@@ -59,7 +75,7 @@ def router(tiny_model_dir):
     args = ("--model", str(tiny_model_dir("llama")), "--served-model-name", "tiny", "--threads", "1",
             "--cache-l1", "0", "--cache-l2", "none", "--kv-cache-tokens", "4096")
     app = create_router_app(RouterConfig(replicas=2, lb="prefix-affinity", worker_args=args, health_interval=0.3,
-                                         start_timeout=120))
+                                         start_timeout=120, model=str(tiny_model_dir("llama"))))
     srv = ThreadedServer(app).start(timeout=180)
     rs = app.state.replicas
     t0 = time.monotonic()

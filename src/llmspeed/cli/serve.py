@@ -87,7 +87,8 @@ def serve(
         if threads:
             worker_args += ["--threads", str(threads)]
         env = {"LLMSPEED_API_KEY": key} if key else {}
-        rcfg = RouterConfig(replicas=replicas, lb=lb, worker_args=tuple(worker_args), api_key=key, worker_env=env)
+        rcfg = RouterConfig(replicas=replicas, lb=lb, worker_args=tuple(worker_args), api_key=key, worker_env=env,
+                            model=model)
         sys.stderr.write(f"llmspeed router on http://{host}:{port} -> {replicas} replicas ({lb})\n")
         serve_forever(create_router_app(rcfg), host, port, log_level)
         return

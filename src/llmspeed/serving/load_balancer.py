@@ -7,8 +7,9 @@ the blocks *beyond* the longest common prefix of recent requests. Loads are boun
 "Consistent Hashing with Bounded Loads"): a replica holding more than ceil((1+eps) * mean) in-flight
 requests takes no more affinity traffic; the walk continues clockwise on the ring.
 
-The router does not load the tokenizer: blocks are `block_chars` characters of the rendered prompt,
-a stand-in for token blocks (one token is ~4 characters of English).
+With the model's tokenizer (`tokenize`), blocks are `block_tokens` token ids of the prompt exactly as the
+engine sees it (chat template applied), i.e. the engine's KV blocks; without one they are `block_chars`
+characters of the rendered prompt (one token is ~4 characters of English).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import hashlib
 import itertools
 import math
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +39,7 @@ def prompt_text(body: dict[str, Any]) -> str:
     return p if isinstance(p, str) else ""
 
 
-def _lcp(a: str, b: str) -> int:
+def _lcp(a: Sequence[Any], b: Sequence[Any]) -> int:
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:
@@ -47,14 +49,15 @@ def _lcp(a: str, b: str) -> int:
 
 @dataclass(frozen=True)
 class AffinityConfig:
-    block_chars: int = 64  # one "block" of the prompt (~16 tokens)
+    block_chars: int = 64  # one "block" of the prompt (~16 tokens) when no tokenizer is available
+    block_tokens: int = 16  # the engine's KV block size
     key_blocks: int = 2  # blocks beyond the shared prefix that form the key
     window: int = 32  # recent prompts whose common prefix counts as "shared by all"
     epsilon: float = 0.25  # bounded loads: at most ceil((1+eps) * mean) in flight per replica
     vnodes: int = 64  # virtual nodes per replica on the ring
 
     def __post_init__(self) -> None:
-        if self.block_chars <= 0 or self.key_blocks <= 0 or self.window < 2 or self.vnodes <= 0:
+        if self.block_chars <= 0 or self.block_tokens <= 0 or self.key_blocks <= 0 or self.window < 2 or self.vnodes <= 0:
             raise ValueError("block_chars, key_blocks, vnodes must be > 0 and window >= 2")
         if self.epsilon < 0:
             raise ValueError(f"epsilon must be >= 0, got {self.epsilon}")
@@ -63,13 +66,15 @@ class AffinityConfig:
 class Balancer:
     """`choose(candidates, loads, body)` -> replica index; `loads` maps index -> in-flight requests."""
 
-    def __init__(self, policy: str, num_replicas: int, affinity: AffinityConfig | None = None) -> None:
+    def __init__(self, policy: str, num_replicas: int, affinity: AffinityConfig | None = None,
+                 tokenize: Callable[[dict[str, Any]], list[int]] | None = None) -> None:
         if policy not in ("round-robin", "least-conn", "prefix-affinity"):
             raise ValueError(f"unknown load-balancing policy {policy!r}")
         self.policy = policy
         self.cfg = affinity or AffinityConfig()
         self._rr = itertools.count()
-        self._recent: deque[str] = deque(maxlen=self.cfg.window)
+        self.tokenize = tokenize
+        self._recent: deque[Sequence[Any]] = deque(maxlen=self.cfg.window)
         ring = sorted((_h(f"replica-{r}-{v}"), r) for r in range(num_replicas) for v in range(self.cfg.vnodes))
         self._ring_keys = [k for k, _ in ring]
         self._ring_nodes = [r for _, r in ring]
@@ -81,29 +86,43 @@ class Balancer:
             return candidates[next(self._rr) % len(candidates)]
         if self.policy == "least-conn":
             return self._least(candidates, loads)
-        return self._affinity(candidates, loads, prompt_text(body or {}))
+        return self._affinity(candidates, loads, self.units(body or {}))
+
+    def units(self, body: dict[str, Any]) -> Sequence[Any]:
+        """Token ids of the prompt when a tokenizer is set (and the body is valid), else its text."""
+        if self.tokenize is not None:
+            try:
+                return self.tokenize(body)
+            except Exception:  # a malformed request: the replica will answer it with a 400 anyway
+                pass
+        return prompt_text(body)
+
+    def _block(self, units: Sequence[Any]) -> int:
+        return self.cfg.block_chars if isinstance(units, str) else self.cfg.block_tokens
 
     def _least(self, candidates: list[int], loads: dict[int, int]) -> int:
         start = next(self._rr)
         order = candidates[start % len(candidates):] + candidates[:start % len(candidates)]
         return min(order, key=lambda r: loads.get(r, 0))
 
-    def shared_prefix_len(self, text: str) -> int:
-        """Characters of `text` shared by all recent prompts (block-aligned), before adding `text`."""
-        shared = len(text)
+    def shared_prefix_len(self, units: Sequence[Any]) -> int:
+        """Units (chars or tokens) of the prompt shared by all recent prompts, block-aligned."""
+        shared = len(units)
         for other in self._recent:
-            shared = min(shared, _lcp(text, other))
-        if len(self._recent) < 1:
+            if isinstance(other, str) == isinstance(units, str):
+                shared = min(shared, _lcp(units, other))
+        if not self._recent:
             shared = 0
-        return shared - shared % self.cfg.block_chars
+        return shared - shared % self._block(units)
 
-    def affinity_key(self, text: str) -> str:
-        start = self.shared_prefix_len(text)
-        self._recent.append(text)
-        return text[start:start + self.cfg.key_blocks * self.cfg.block_chars]
+    def affinity_key(self, units: Sequence[Any]) -> str:
+        start = self.shared_prefix_len(units)
+        self._recent.append(units)
+        key = units[start:start + self.cfg.key_blocks * self._block(units)]
+        return key if isinstance(key, str) else ",".join(map(str, key))
 
-    def _affinity(self, candidates: list[int], loads: dict[int, int], text: str) -> int:
-        key = self.affinity_key(text)
+    def _affinity(self, candidates: list[int], loads: dict[int, int], units: Sequence[Any]) -> int:
+        key = self.affinity_key(units)
         total = sum(loads.get(r, 0) for r in candidates) + 1
         cap = math.ceil((1 + self.cfg.epsilon) * total / len(candidates))
         allowed = set(candidates)
@@ -114,3 +133,37 @@ class Balancer:
             if r in allowed and loads.get(r, 0) + 1 <= cap:
                 return r
         return self._least(candidates, loads)
+
+
+def chat_tokenizer(model: str) -> Callable[[dict[str, Any]], list[int]] | None:
+    """The model's tokenizer as `body -> prompt token ids` (chat template applied), loaded without the
+    weights; None (character blocks) when the model's tokenizer cannot be found."""
+    from pathlib import Path
+
+    from llmspeed.models.tokenizer import Tokenizer
+
+    try:
+        if model == "default" or model.lower().endswith(".gguf"):
+            from llmspeed.models.default_model import converted_gguf_dir, default_gguf_path
+
+            path = converted_gguf_dir(default_gguf_path() if model == "default" else Path(model).expanduser())
+        else:
+            path = Path(model).expanduser()
+        tok = Tokenizer.from_dir(path)
+    except Exception as e:
+        import logging
+
+        logging.getLogger(__name__).warning("prefix affinity on character blocks: no tokenizer for %s (%s)", model, e)
+        return None
+
+    def tokenize(body: dict[str, Any]) -> list[int]:
+        msgs = body.get("messages")
+        if isinstance(msgs, list):
+            norm = [{"role": "system" if m["role"] == "developer" else m["role"],
+                     "content": m["content"] if isinstance(m["content"], str)
+                     else "".join(p["text"] for p in m["content"])} for m in msgs]
+            return tok.encode(tok.apply_chat_template(norm))
+        p = body["prompt"]
+        return tok.encode(p if isinstance(p, str) else p[0])
+
+    return tokenize

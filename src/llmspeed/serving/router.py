@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from llmspeed.serving.auth import install_auth
 from llmspeed.serving.config import LB_POLICIES
 from llmspeed.serving.errors import error_body, error_response, install_error_handlers
-from llmspeed.serving.load_balancer import AffinityConfig, Balancer
+from llmspeed.serving.load_balancer import AffinityConfig, Balancer, chat_tokenizer
 from llmspeed.serving.server import bind_socket
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class RouterConfig:
     start_timeout: float = 300.0
     request_timeout: float = 600.0
     affinity: AffinityConfig = field(default_factory=AffinityConfig)
+    model: str | None = None  # --model of the workers: the router loads its tokenizer for prefix affinity
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -75,7 +76,8 @@ class ReplicaSet:
     def __init__(self, cfg: RouterConfig) -> None:
         self.cfg = cfg
         self.replicas = [Replica(i) for i in range(cfg.replicas)]
-        self.balancer = Balancer(cfg.lb, cfg.replicas, cfg.affinity)
+        tokenize = chat_tokenizer(cfg.model) if cfg.lb == "prefix-affinity" and cfg.model else None
+        self.balancer = Balancer(cfg.lb, cfg.replicas, cfg.affinity, tokenize)
 
     def spawn(self, r: Replica) -> None:
         sock = bind_socket()  # reserve a free port, release it for the worker
