@@ -73,3 +73,23 @@ def test_int4_rejects_bad_shapes() -> None:
         Int4Linear(64, 24, 32)
     with pytest.raises(ValueError):
         Int4Linear(96, 32, 64)
+
+
+@pytest.mark.parametrize("cls", [Int8Linear, Int4Linear])
+def test_misaligned_loaded_buffers_are_realigned(cls: type) -> None:
+    """safetensors can hand out tensors at any file offset; `_weight_int8pack_mm` segfaults on those."""
+    lin = _lin(64, 32, bias=False)
+    q = Int8Linear.from_dense(lin) if cls is Int8Linear else Int4Linear.from_dense(lin, 32)
+    sd = q.state_dict()
+    wname = "weight_int8" if cls is Int8Linear else "weight_int4"
+    w = sd[wname]
+    raw = torch.empty(w.numel() + 24, dtype=w.dtype)[24:]  # deliberately 24 bytes past an aligned start
+    raw.copy_(w.flatten())
+    sd[wname] = raw.view(w.shape)
+    assert sd[wname].data_ptr() % 64 != 0
+    with torch.device("meta"):
+        m = cls(64, 32) if cls is Int8Linear else cls(64, 32, 32)
+    m.load_state_dict(sd, assign=True)
+    assert getattr(m, wname).data_ptr() % 64 == 0 and torch.equal(getattr(m, wname), w)
+    x = torch.randn(1, 64)
+    assert torch.equal(m(x), q(x))

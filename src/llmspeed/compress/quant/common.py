@@ -42,6 +42,20 @@ def fast_half_matmul(dtype: torch.dtype) -> bool:
     return bool(flags & {"avx512_fp16", "amx_fp16"})
 
 
+ALIGN = 64  # bytes; torch's CPU allocator aligns to this, tensors cut from a safetensors file may not be
+
+
+def realign_buffers(module: torch.nn.Module) -> None:
+    """Copy any own buffer that is misaligned or non-contiguous (the low-bit kernels crash on those).
+
+    Called after `load_state_dict(assign=True)`: safetensors hands out tensors at arbitrary file offsets,
+    and `torch._weight_int8pack_mm` segfaults on an int8 weight whose address is not 64-byte aligned.
+    """
+    for name, b in list(module.named_buffers(recurse=False)):
+        if b is not None and not b.is_meta and (b.data_ptr() % ALIGN or not b.is_contiguous()):
+            setattr(module, name, b.contiguous().clone())
+
+
 def quantize_int8_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[N, K] float -> (q [N, K] int8, scales [N] float32), symmetric per output row."""
     w = w.detach().float()

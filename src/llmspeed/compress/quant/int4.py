@@ -9,6 +9,7 @@ SMALL_M rows we dequantize to float32 once per call and use the dense GEMM.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,7 @@ from llmspeed.compress.quant.common import (
     Int4Groups,
     pack_int4,
     quantize_int4_groups,
+    realign_buffers,
     scales_and_zeros,
 )
 from llmspeed.compress.quant.swap import restore_linears, swap_linears
@@ -55,6 +57,10 @@ class Int4Linear(nn.Module):
     @classmethod
     def from_dense(cls, lin: nn.Linear, group: int, symmetric: bool = True) -> Int4Linear:
         return cls.from_groups(quantize_int4_groups(lin.weight, group, symmetric), lin.bias)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        realign_buffers(self)
 
     def dequantized_weight(self) -> torch.Tensor:  # [N, K] float32, through the kernel (exact in fp32)
         eye = torch.eye(self.in_features)  # [K, K]

@@ -6,18 +6,21 @@ Kernel choice per call, measured on this 2-core AVX2 CPU (torch 2.13, docs/decis
 - many rows (prefill): the int8 kernel is ~2x slower than fp32 GEMM there (M=512: 5.7 vs 2.6 ms), so
   we matmul in float32 against the int8 codes and scale the output rows: (x @ q^T) * s (2.7 ms);
 - K % 8 != 0: `_weight_int8pack_mm` gives wrong results or crashes; always the float32 path.
+- it also segfaults on a weight whose address is not 64-byte aligned (safetensors hands out tensors at file
+  offsets): buffers are re-aligned after loading, and a misaligned weight takes the float32 path.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from llmspeed.compress.api import StepReport, register_step
-from llmspeed.compress.quant.common import quantize_int8_per_channel
+from llmspeed.compress.quant.common import ALIGN, quantize_int8_per_channel, realign_buffers
 from llmspeed.compress.quant.swap import restore_linears, swap_linears
 
 SMALL_M = 16  # rows up to which the int8 kernel (bf16 activations) beats the float32 path
@@ -52,13 +55,18 @@ class Int8Linear(nn.Module):
             m.bias.data.copy_(lin.bias.detach().float())  # type: ignore[union-attr]
         return m
 
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        realign_buffers(self)
+
     def dequantized_weight(self) -> torch.Tensor:  # [N, K] float32
         return self.weight_int8.float() * self.scales[:, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., K] -> [..., N], dtype of x
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)  # [M, K]
-        if self.kernel_ok and x2.shape[0] <= SMALL_M:
+        # the kernel segfaults on a misaligned weight (K % 8 != 0 or an address not 64-byte aligned)
+        if self.kernel_ok and x2.shape[0] <= SMALL_M and self.weight_int8.data_ptr() % ALIGN == 0:
             y = torch._weight_int8pack_mm(x2.to(torch.bfloat16), self.weight_int8,
                                           self.scales_bf16()).to(x.dtype)  # [M, N]
         else:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from llmspeed.compress.api import StepReport, register_step
-from llmspeed.compress.quant.common import quantize_int8_per_channel
+from llmspeed.compress.quant.common import quantize_int8_per_channel, realign_buffers
 from llmspeed.compress.quant.swap import restore_linears, swap_linears
 
 
@@ -43,6 +43,10 @@ class Int8DynLinear(nn.Module):
         if lin.bias is not None:
             m.bias.data.copy_(lin.bias.detach().float())  # type: ignore[union-attr]
         return m
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        realign_buffers(self)
 
     def dequantized_weight(self) -> torch.Tensor:  # [N, K] float32
         return self.weight_int8.float() * self.scales[:, None]
