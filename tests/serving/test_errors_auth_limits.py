@@ -82,7 +82,7 @@ def test_api_key_from_env(monkeypatch) -> None:
 
 def test_queue_full_is_429_with_retry_after(make_server) -> None:
     srv = make_server(engine={"max_batch": 1}, max_queue=1)
-    long = {"prompt": "Tomorrow and tomorrow", "max_tokens": 200, "temperature": 0, "stream": True,
+    long = {"prompt": "Tomorrow and tomorrow", "max_tokens": 240, "temperature": 0, "stream": True,
             "ignore_eos": True}
     started = [threading.Event(), threading.Event()]
     release = threading.Event()
