@@ -74,6 +74,8 @@ def serve(
                    engine)
         return
     if replicas > 1:
+        if model != "default" and not Path(model).expanduser().exists():  # fail here, not in N crash-looping workers
+            raise FileNotFoundError(f"model not found: {model}")
         from llmspeed.serving.router import RouterConfig, create_router_app
 
         worker_args = ["--model", model, "--dtype", dtype, "--served-model-name", name,

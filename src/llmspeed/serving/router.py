@@ -65,6 +65,8 @@ class Replica:
     healthy: bool = False
     in_flight: int = 0
     restarts: int = 0
+    not_before: float = 0.0  # time.monotonic() before which a crashed replica is not restarted (backoff)
+    fast_failures: int = 0  # consecutive deaths before ever becoming healthy
     served: int = 0
 
     @property
@@ -115,12 +117,18 @@ class ReplicaSet:
 
 
 async def _check(client: httpx.AsyncClient, rs: ReplicaSet, r: Replica) -> None:
-    if r.proc is None or r.proc.poll() is not None:  # died: restart it
-        if r.proc is not None:
-            log.warning("replica %d exited with %s: restarting", r.index, r.proc.returncode)
+    if r.proc is None or r.proc.poll() is not None:  # died: restart it (with backoff if it keeps dying)
+        now = time.monotonic()
+        if r.proc is not None and r.not_before == 0.0:
+            r.fast_failures = r.fast_failures + 1 if not r.healthy else 0
+            delay = min(30.0, 0.5 * 2 ** max(r.fast_failures - 1, 0)) if r.fast_failures else 0.0
+            log.warning("replica %d exited with %s: restarting in %.1f s", r.index, r.proc.returncode, delay)
             r.restarts += 1
+            r.not_before = now + delay
         rs.mark_dead(r)
-        rs.spawn(r)
+        if now >= r.not_before:
+            r.not_before = 0.0
+            rs.spawn(r)
         return
     try:
         ok = (await client.get(f"{r.url}/health", timeout=2.0)).status_code == 200
@@ -131,6 +139,7 @@ async def _check(client: httpx.AsyncClient, rs: ReplicaSet, r: Replica) -> None:
     elif not r.healthy:
         log.info("replica %d healthy on port %d", r.index, r.port)
         r.healthy = True
+        r.fast_failures = 0
 
 
 def create_router_app(cfg: RouterConfig) -> FastAPI:
