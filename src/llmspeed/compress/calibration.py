@@ -142,9 +142,14 @@ def run_model(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def collect_activation_stats(model: nn.Module, calib: Calibration, names: Iterable[str], *, gram: bool = False,
-                             batch_size: int = 8) -> dict[str, ActStats]:
-    """Per-input-channel ‖X‖₂ (and XᵀX if `gram`) of the modules `names` over the calibration windows."""
+def collect_activation_stats(model: nn.Module, calib: Calibration | torch.Tensor, names: Iterable[str], *,
+                             gram: bool = False, batch_size: int = 8) -> dict[str, ActStats]:
+    """Per-input-channel ‖X‖₂ (and XᵀX if `gram`) of the modules `names` over the calibration windows.
+
+    `calib` may also be a plain [n, T] int64 token tensor.
+    """
+    if isinstance(calib, torch.Tensor):
+        calib = Calibration(tokens=calib.long() if calib.dim() == 2 else calib.long().unsqueeze(0))
     mods = dict(model.named_modules())
     names = list(names)
     missing = [n for n in names if n not in mods]
