@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -34,6 +35,8 @@ def bench(
                       scenarios=tuple(s.strip() for s in scenarios.split(",") if s.strip()), repeats=repeats,
                       prompt_len=prompt_len, new_tokens=new_tokens, threads=threads, out=out, quality=quality,
                       timeout_s=timeout)
+    # SIGTERM -> SystemExit: the runner's cleanup removes its temp dir and subprocess.run kills the worker
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if sys.stderr.isatty():
         from rich.console import Console
 
