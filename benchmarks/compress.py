@@ -71,7 +71,7 @@ def _hf_decode(model: str, new_tokens: int, repeats: int) -> float | None:
 def _quality(llm: Any, base: Any, quick: bool) -> dict[str, Any]:
     import llmspeed
 
-    kw = dict(max_tokens=2048, ood_max_tokens=0, lastword_n=50) if quick else {}
+    kw = dict(max_tokens=1024, ood_max_tokens=0, lastword_n=20) if quick else {}
     q = llmspeed.evaluate(llm, baseline=base, **kw)
     return {k: q.get(k) for k in ("ppl", "baseline_ppl", "delta_ppl_pct", "kl_mean", "kl_p99", "top1_agreement",
                                   "lastword_accuracy", "n_tokens")}
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default")
     ap.add_argument("--recipes", help="comma-separated list of recipes, ';' between recipes")
-    ap.add_argument("--quick", action="store_true", help="int8 + int4-g32, 1 repeat, small eval budget, no HF")
+    ap.add_argument("--quick", action="store_true", help="int8 + int4-g32, 1 repeat, 16 new tokens, 1,024 eval "
+                    "tokens, no HF")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--new-tokens", type=int, default=64)
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.quick:
-        args.repeats, args.new_tokens, args.no_hf = 1, 32, True
+        args.repeats, args.new_tokens, args.no_hf = 1, 16, True
     recipes = args.recipes.split(";") if args.recipes else (QUICK if args.quick else FULL)
 
     import llmspeed
