@@ -123,7 +123,7 @@ def run_job(job: dict[str, Any], workdir: Path, timeout_s: float, bandwidth: flo
 
 def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> Path:
     """Measure every job, write the report into a temp dir, rename it to `cfg.out`; returns the out path."""
-    from llmspeed.bench.report import build_report, write_report
+    from llmspeed.bench.report import build_report, status_text, write_report
     from llmspeed.runtime.threads import physical_cores
 
     say = progress or (lambda msg: log.info("%s", msg))
@@ -140,7 +140,7 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> Path:
             say(f"[{i}/{len(jobs)}] {job['label']}")
             rows.append(run_job(job, work, cfg.timeout_s, cal["bandwidth_gbs"] if cal else None))
             if rows[-1]["status"] != "ok":
-                say(f"    {rows[-1]['status']}: {rows[-1].get('note', '')}")
+                say(f"    {status_text(rows[-1])}")
         shutil.rmtree(work)
         report = build_report(cfg, rows, env, cal)
         write_report(tmp, report, plots=cfg.plots)
