@@ -21,9 +21,11 @@ SMALL = dict(max_tokens=300, ood_max_tokens=100, window=128, lastword_n=12, last
 def test_perplexity_is_exp_mean_nll_by_hand(tiny_llm) -> None:
     wins = token_windows(tiny_llm.tokenizer, datasets.eval_plays(), max_tokens=300, window=128)
     assert [w.numel() for w in wins.windows] == [128, 128, 44] and wins.n_tokens == 300
-    assert wins.part_tokens == {"hamlet": 300}
-    ids = torch.tensor(tiny_llm.tokenizer.encode(datasets.read_play("hamlet") + "\n\n",
-                                                 add_special_tokens=False)[:300])
+    shares = [37, 37, 37, 37, 38, 38, 38, 38]  # 300 tokens shared by the 8 held-out plays
+    assert wins.part_tokens == dict(zip(datasets.EVAL_PLAYS, shares, strict=True))
+    ids = torch.tensor([t for p, n in zip(datasets.EVAL_PLAYS, shares, strict=True)
+                        for t in tiny_llm.tokenizer.encode(datasets.read_play(p) + "\n\n",
+                                                           add_special_tokens=False)[:n]])
     nll = []
     for s in range(0, 300, 128):
         w = ids[s: s + 128]
@@ -33,7 +35,7 @@ def test_perplexity_is_exp_mean_nll_by_hand(tiny_llm) -> None:
     res = perplexity(tiny_llm, wins)
     assert res["n_predicted"] == 297 and res["n_windows"] == 3
     assert res["ppl"] == pytest.approx(expect, rel=1e-6)  # float32 log-softmax vs float64 by hand
-    assert "non-overlapping 128-token windows over the first 300 tokens" in res["convention"]
+    assert "non-overlapping 128-token windows over 300 tokens" in res["convention"]
 
 
 def test_kl_of_model_vs_itself_is_zero_and_top1_is_one(tiny_llm) -> None:

@@ -20,7 +20,7 @@ def eval_cmd(
     recipe: str = typer.Option(None, "--recipe", help="compress in memory first, e.g. int8"),
     baseline: str = typer.Option("default", "--baseline", help="default | none | PATH (the original model)"),
     text: str = typer.Option("shakespeare", "--text", help="shakespeare (held-out plays) | pydoc | FILE"),
-    max_tokens: int = typer.Option(16384, "--max-tokens", help="perplexity over the first N tokens"),
+    max_tokens: int = typer.Option(16384, "--max-tokens", help="perplexity over N tokens (equal shares per play)"),
     ood_max_tokens: int = typer.Option(8192, "--ood-max-tokens", help="pydoc tokens (0 = skip)"),
     lastword_n: int = typer.Option(300, "--lastword-n", help="last-word passages (0 = skip)"),
     dtype: str = typer.Option("float32", "--dtype"),

@@ -101,13 +101,13 @@ def evaluate(llm: Any, baseline: Any = None, text: str | Path | TextSource = "sh
     max_pos = min(llm.config.max_position, base.config.max_position if base is not None else 1 << 30)
     win = min(cfg.window, max_pos)
     out: dict[str, Any] = {"model": getattr(llm, "source", ""), "recipe": ",".join(getattr(llm, "recipe", []))}
-    log.info("evaluate: perplexity on %s (first %d tokens)", src.name, cfg.max_tokens)
+    log.info("evaluate: perplexity on %s (%d tokens, equal shares per part)", src.name, cfg.max_tokens)
     out |= _primary(llm, base, src, cfg, win)
     if base is not None:
         out["kl"] = out["kl_mean"]
     is_shakespeare = src.name == "shakespeare"
     if is_shakespeare and cfg.ood_max_tokens >= 2:
-        log.info("evaluate: out-of-domain perplexity (pydoc topics, first %d tokens)", cfg.ood_max_tokens)
+        log.info("evaluate: out-of-domain perplexity (pydoc topics, %d tokens)", cfg.ood_max_tokens)
         ood_wins = token_windows(llm.tokenizer, pydoc_topics(), cfg.ood_max_tokens, win)
         ood = perplexity(llm, ood_wins)
         out["ppl_ood"] = ood["ppl"]

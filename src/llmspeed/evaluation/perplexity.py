@@ -1,9 +1,10 @@
 """Perplexity with a declared convention.
 
 Convention (what every number in `evaluate` means):
-  * the text's parts (plays, topics, the file) are tokenized one by one WITHOUT special tokens and
-    concatenated in their fixed order, each part followed by a blank line, and cut after the first N tokens
-    (N = `max_tokens`, or fewer if the text is shorter);
+  * N = `max_tokens` is shared EQUALLY by the text's parts (plays, topics, or the one file): part i of k
+    contributes its first (N - tokens taken so far) // (k - i) tokens (a short part passes its unused share
+    on), tokenized WITHOUT special tokens with a blank line appended; the shares are concatenated in the
+    parts' fixed order (so every held-out play is represented, not just the first one);
   * those N tokens are split into NON-OVERLAPPING windows of W tokens (W = 512, or the context window if
     smaller); the last window may be shorter and is dropped if it has fewer than 2 tokens;
   * every window is scored independently from scratch (no BOS, no carried-over context): token t of a
@@ -24,8 +25,8 @@ import torch.nn.functional as F
 from llmspeed.evaluation.datasets import TextSource
 
 DEFAULT_WINDOW = 512
-CONVENTION = ("non-overlapping {window}-token windows over the first {n} tokens (no BOS, each window scored "
-              "from scratch, {pred} predicted tokens); PPL = exp(mean NLL)")
+CONVENTION = ("non-overlapping {window}-token windows over {n} tokens (equal shares of the first tokens of each "
+              "part, no BOS, each window scored from scratch, {pred} predicted tokens); PPL = exp(mean NLL)")
 
 
 @dataclass(frozen=True)
@@ -50,19 +51,25 @@ class TokenWindows:
 
 
 def token_windows(tokenizer: Any, source: TextSource, max_tokens: int, window: int = DEFAULT_WINDOW) -> TokenWindows:
-    """Tokenize `source` part by part until `max_tokens`, then split into non-overlapping windows."""
+    """Equal token shares of `source`'s parts (N = `max_tokens` in all), split into non-overlapping windows."""
     if max_tokens < 2:
         raise ValueError(f"max_tokens must be >= 2, got {max_tokens}")
     if window < 2:
         raise ValueError(f"window must be >= 2, got {window}")
     ids: list[int] = []
     used: dict[str, int] = {}
-    for name, text in source.parts:
-        part = tokenizer.encode(text + "\n\n", add_special_tokens=False)[: max_tokens - len(ids)]
+    k = len(source.parts)
+    for i, (name, text) in enumerate(source.parts):
+        share = (max_tokens - len(ids)) // (k - i)
+        if share <= 0:
+            continue
+        head = text[: 16 * share]  # tokens are >= 1 char: 16 chars/token is plenty, re-read in full if not
+        part = tokenizer.encode(head + "\n\n", add_special_tokens=False)
+        if len(part) < share and len(head) < len(text):
+            part = tokenizer.encode(text + "\n\n", add_special_tokens=False)
+        part = part[:share]
         used[name] = len(part)
         ids += part
-        if len(ids) >= max_tokens:
-            break
     wins = [torch.tensor(ids[i: i + window], dtype=torch.long) for i in range(0, len(ids), window)]
     wins = [w for w in wins if w.numel() >= 2]
     if not wins:
