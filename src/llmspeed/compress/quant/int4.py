@@ -2,8 +2,8 @@
 
 `aten._weight_int4pack_mm_for_cpu` wants bf16 activations to be fast (fp32 activations take a slow path,
 ~10x), N % 16 == 0 and K % group == 0, and [K/g, N, 2] bf16 scales-and-zeros; it dequantizes
-w = (u - 8) * scale + zero. For many rows (prefill) it is ~2x slower than fp32 GEMM here, so above
-SMALL_M rows we dequantize to float32 once per call and use the dense GEMM.
+w = (u - 8) * scale + zero. All calls use it with bf16 activations (prefill included: dequantizing to fp32
+would need the kernel's slow fp32 path, as the packed layout is torch's own).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from llmspeed.compress.api import StepReport, iter_linears, register_step
@@ -25,8 +24,6 @@ from llmspeed.compress.quant.common import (
     scales_and_zeros,
 )
 from llmspeed.compress.quant.swap import restore_linears, swap_linears
-
-SMALL_M = 16
 
 
 class Int4Linear(nn.Module):
@@ -70,11 +67,10 @@ class Int4Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., K] -> [..., N], dtype of x
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)  # [M, K]
-        if x2.shape[0] <= SMALL_M:
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2.to(torch.bfloat16), self.weight_int4, self.group,
-                                                           self.scales_and_zeros).to(x.dtype)  # [M, N]
-        else:
-            y = F.linear(x2.float(), self.dequantized_weight()).to(x.dtype)  # [M, N]
+        # every row count: the kernel with bf16 activations (dequantizing through the kernel's fp32 path
+        # for prefill was far slower; we cannot unpack its layout cheaply ourselves)
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2.to(torch.bfloat16), self.weight_int4, self.group,
+                                                       self.scales_and_zeros).to(x.dtype)  # [M, N]
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.reshape(*shape[:-1], self.out_features)
