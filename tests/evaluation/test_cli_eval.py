@@ -16,7 +16,8 @@ def test_eval_json_tiny(tiny_model_dir, capsys: pytest.CaptureFixture[str]) -> N
                  "--lastword-n", "4", "--json"])
     assert code == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["kl_mean"] == 0.0 and res["top1_agreement"] == 1.0 and res["n_tokens"] == 200
+    # two separate loads of the same weights: equal up to kernel-path rounding (same object: exactly 0, test_metrics)
+    assert 0.0 <= res["kl_mean"] < 1e-6 and res["top1_agreement"] == 1.0 and res["n_tokens"] == 200
 
 
 def test_eval_table_renders(tiny_model_dir, capsys: pytest.CaptureFixture[str]) -> None:
