@@ -39,9 +39,9 @@ def test_int8_matches_dequantized_reference(m: int, k: int) -> None:
     assert _rel(y, lin(x)) < 3e-2
 
 
-@pytest.mark.parametrize("k", [63, 65, 68, 100])
-def test_int8_guard_for_k_not_multiple_of_8(k: int) -> None:
-    """The int8 kernel is wrong or crashes when K % 8 != 0: those layers use the exact float32 path."""
+@pytest.mark.parametrize("k", [8, 24, 40, 63, 65, 68, 100])
+def test_int8_guard_for_k_not_multiple_of_16(k: int) -> None:
+    """The int8 kernel is wrong or crashes when K % 16 != 0 (K = 8, 24 segfault on AVX-512): float32 path."""
     lin = _lin(k, 32, seed=k)
     q = Int8Linear.from_dense(lin)
     assert not q.kernel_ok

@@ -5,7 +5,8 @@ Kernel choice per call, measured on this 2-core AVX2 CPU (torch 2.13, docs/decis
   30 us vs fp32 dense 33 us in cache, and it streams 4x fewer bytes than fp32 from DRAM);
 - many rows (prefill): the int8 kernel is ~2x slower than fp32 GEMM there (M=512: 5.7 vs 2.6 ms), so
   we matmul in float32 against the int8 codes and scale the output rows: (x @ q^T) * s (2.7 ms);
-- K % 8 != 0: `_weight_int8pack_mm` gives wrong results or crashes; always the float32 path.
+- K % 16 != 0: `_weight_int8pack_mm` gives wrong results or crashes (DESIGN saw K % 8 on AVX2; on this
+  AVX-512 machine K = 8 and 24 segfault while every multiple of 16 is exact): always the float32 path.
 - it also segfaults on a weight whose address is not 64-byte aligned (safetensors hands out tensors at file
   offsets): buffers are re-aligned after loading, and a misaligned weight takes the float32 path.
 """
@@ -23,6 +24,7 @@ from llmspeed.compress.api import StepReport, register_step
 from llmspeed.compress.quant.common import ALIGN, quantize_int8_per_channel, realign_buffers
 from llmspeed.compress.quant.swap import restore_linears, swap_linears
 
+KERNEL_K_MULTIPLE = 16  # K the int8 kernel handles safely on both AVX2 and AVX-512 builds
 SMALL_M = 16  # rows up to which the int8 kernel (bf16 activations) beats the float32 path
 
 
@@ -36,7 +38,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_int8", torch.empty(out_features, in_features, dtype=torch.int8, device=device))
         self.register_buffer("scales", torch.empty(out_features, dtype=torch.float32, device=device))
         self.bias = nn.Parameter(torch.empty(out_features, device=device), requires_grad=False) if bias else None
-        self.kernel_ok = in_features % 8 == 0
+        self.kernel_ok = in_features % KERNEL_K_MULTIPLE == 0
         self._scales_bf16: tuple[int, torch.Tensor] | None = None  # cache keyed by the scales' storage
 
     def scales_bf16(self) -> torch.Tensor:
@@ -65,7 +67,7 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., K] -> [..., N], dtype of x
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)  # [M, K]
-        # the kernel segfaults on a misaligned weight (K % 8 != 0 or an address not 64-byte aligned)
+        # the kernel segfaults on a misaligned weight (K % 16 != 0 or an address not 64-byte aligned)
         if self.kernel_ok and x2.shape[0] <= SMALL_M and self.weight_int8.data_ptr() % ALIGN == 0:
             y = torch._weight_int8pack_mm(x2.to(torch.bfloat16), self.weight_int8,
                                           self.scales_bf16()).to(x.dtype)  # [M, N]
@@ -102,5 +104,6 @@ def int8_step(model: nn.Module, cfg: Int8Config, calib: object | None) -> StepRe
     rep = swap_linears(model, "int8", cfg.skip, Int8Linear.from_dense)
     n_slow = sum(1 for _, m in model.named_modules() if isinstance(m, Int8Linear) and not m.kernel_ok)
     if n_slow:
-        rep.notes.append(f"{n_slow} layers have K % 8 != 0: float32 fallback path (the int8 kernel breaks there)")
+        rep.notes.append(f"{n_slow} layers have K % {KERNEL_K_MULTIPLE} != 0: "
+                         "float32 fallback path (the int8 kernel breaks there)")
     return rep
