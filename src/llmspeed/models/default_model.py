@@ -65,8 +65,10 @@ def _fingerprint(path: Path) -> str:
     return digest
 
 
-def converted_gguf_dir(gguf_path: Path) -> Path:
+def converted_gguf_dir(gguf_path: Path, native: bool = False) -> Path:
     """Return a saved-model directory converted from `gguf_path`, converting once and caching it.
+
+    `native=True`: Linear weights keep the GGUF's Q4 blocks as `int4-g32-asym` modules (models/gguf_quant.py).
 
     The entry is written into a temporary directory and renamed into place only when complete, so an
     interrupted conversion never leaves an entry that a later load trusts.
@@ -75,18 +77,26 @@ def converted_gguf_dir(gguf_path: Path) -> Path:
     from llmspeed.models.saved import write_saved_dir
 
     digest = _fingerprint(gguf_path)
-    entry = cache_root() / "models" / f"{gguf_path.stem}-{digest[:16]}-v{CACHE_FORMAT}"
+    entry = cache_root() / "models" / f"{gguf_path.stem}-{digest[:16]}-v{CACHE_FORMAT}{'-native' if native else ''}"
     if (entry / "recipe.json").is_file():
         return entry
     log.info("converting %s to safetensors (one time, cached in %s)", gguf_path.name, entry)
     reader = open_gguf(gguf_path)
     cfg = gguf_config(reader)
-    sd = gguf_state_dict(reader, cfg)
+    recipe: list[str] = []
+    source = {"gguf": str(gguf_path), "sha256": digest}
+    if native:
+        from llmspeed.models.gguf_quant import NATIVE_RECIPE, native_state_dict
+
+        sd, recipe = native_state_dict(reader, cfg), list(NATIVE_RECIPE)
+        source["blocks"] = "native: Q4_0/Q4_1 -> int4-g32-asym codes as stored; embedding dense float32"
+    else:
+        sd = gguf_state_dict(reader, cfg)
     tok = gguf_tokenizer(reader, cfg)
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
     try:
-        write_saved_dir(tmp, cfg, sd, tok, recipe=[], source={"gguf": str(gguf_path), "sha256": digest})
+        write_saved_dir(tmp, cfg, sd, tok, recipe=recipe, source=source)
         try:
             os.rename(tmp, entry)
         except OSError:  # another process won the race: its complete entry is as good as ours
