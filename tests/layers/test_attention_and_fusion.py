@@ -50,6 +50,10 @@ def test_fused_linears_match_separate_and_invalidate_on_swap() -> None:
     for a, b in zip(fused(x), ref, strict=True):
         assert torch.allclose(a, b, atol=1e-6)
     assert lins[0].weight.data_ptr() == fused.weight.data_ptr()  # views: no second copy of the weights
+    handle = lins[2].register_forward_pre_hook(lambda m, a: None)  # a calibration hook must see its inputs
+    assert not fused.valid(tuple(lins))
+    handle.remove()
+    assert fused.valid(tuple(lins))
     lins[1].weight = nn.Parameter(torch.zeros(4, 16))  # a compression step replaced a weight
     assert not fused.valid(tuple(lins))
 

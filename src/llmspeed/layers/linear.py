@@ -3,7 +3,8 @@
 `FusedLinears` concatenates the weights of several dense `nn.Linear`s (q/k/v, gate/up) into one matrix and
 re-points each Linear's weight at its row-slice of it, so memory is not doubled, state dicts keep their
 names, and one GEMM replaces several. If a compression step later replaces one of the Linears (or its
-weight), `valid()` turns false and the model falls back to the separate modules.
+weight), or registers a forward hook on one (calibration does), `valid()` turns false and the model falls
+back to the separate modules.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ class FusedLinears:
                                  for m in mods)
 
     def valid(self, mods: tuple[nn.Module, ...]) -> bool:
-        return all(m is lin and m.weight.data_ptr() == p  # type: ignore[union-attr]
-                   for m, lin, p in zip(mods, self.linears, self._ptrs, strict=True))
+        return all(m is lin and m.weight.data_ptr() == p and not m._forward_pre_hooks  # type: ignore[union-attr]
+                   and not m._forward_hooks for m, lin, p in zip(mods, self.linears, self._ptrs, strict=True))
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:  # [..., K] -> list of [..., N_i]
         return list(F.linear(x, self.weight, self.bias).split(self.sizes, dim=-1))

@@ -29,6 +29,8 @@ class LlamaAttention(nn.Module):
 
     def fuse_projections(self) -> None:
         mods = [self.q_proj, self.k_proj, self.v_proj]
+        if self.fused is not None and self.fused.valid(tuple(mods)):
+            return
         self.fused = FusedLinears(mods) if FusedLinears.fusable(mods) else None  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], meta: AttnBatch,
@@ -55,6 +57,8 @@ class LlamaMLP(nn.Module):
 
     def fuse_projections(self) -> None:
         mods = [self.gate_proj, self.up_proj]
+        if self.fused is not None and self.fused.valid(tuple(mods)):
+            return
         self.fused = FusedLinears(mods) if FusedLinears.fusable(mods) else None  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, C] -> [B, T, C]

@@ -28,6 +28,13 @@ from llmspeed.runtime.sequence import SamplingParams, Sequence, Status
 log = logging.getLogger(__name__)
 
 
+def fuse_projections(model: nn.Module) -> None:
+    """One GEMM for q/k/v and for gate/up wherever those layers are dense (idempotent)."""
+    for mod in model.modules():
+        if hasattr(mod, "fuse_projections"):
+            mod.fuse_projections()
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     kv_cache_tokens: int = 8192
@@ -66,9 +73,7 @@ class Engine:
         self.running: list[Sequence] = []
         self._inbox: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()  # thread-safe entry point
         self.num_preemptions = 0
-        for mod in model.modules():  # one GEMM for q/k/v and for gate/up where the layers are dense
-            if hasattr(mod, "fuse_projections"):
-                mod.fuse_projections()
+        fuse_projections(model)  # again: compression may have replaced layers since load
         self.last_step: tuple[str, int, float] = ("", 0, 0.0)  # kind, batch size, seconds
 
     # -- requests ---------------------------------------------------------------------------------
