@@ -11,7 +11,7 @@ import logging
 log = logging.getLogger(__name__)
 
 # modules whose import registers steps; packages another part of the project may not have written yet are optional
-BUILTIN_STEP_MODULES = ("llmspeed.compress.quant",)
+BUILTIN_STEP_MODULES = ("llmspeed.compress.quant", "llmspeed.compress.compile_step", "llmspeed.compress.presets")
 OPTIONAL_STEP_MODULES = ("llmspeed.compress.prune", "llmspeed.compress.lowrank")
 
 

@@ -84,6 +84,7 @@ class StepRegistry:
 
     def __init__(self) -> None:
         self._specs: list[StepSpec] = []
+        self._aliases: dict[str, tuple[str, ...]] = {}  # preset name -> steps (e.g. "speed")
         self._loaded = False
 
     def add(self, spec: StepSpec) -> None:
@@ -100,8 +101,16 @@ class StepRegistry:
         self._ensure_loaded()
         return list(self._specs)
 
+    def add_alias(self, name: str, steps: tuple[str, ...]) -> None:
+        self._aliases[name] = steps
+
+    def expand(self, token: str) -> tuple[str, ...]:
+        """A preset name -> its steps; any other token -> itself."""
+        self._ensure_loaded()
+        return self._aliases.get(token.strip(), (token,))
+
     def known_forms(self) -> list[str]:
-        return [s.form for s in self.specs()]
+        return [s.form for s in self.specs()] + sorted(self._aliases)
 
     def parse(self, token: str) -> tuple[StepSpec, Any]:
         token = token.strip()
@@ -129,6 +138,11 @@ def register_step(name_pattern: str, *, form: str | None = None, config: Callabl
     return deco
 
 
+def register_alias(name: str, recipe: str) -> None:
+    """A named preset that `Recipe.parse` expands in place (`speed` -> its steps); saved recipes store the steps."""
+    STEPS.add_alias(name, tuple(t.strip() for t in recipe.split(",")))
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Comma-joined steps applied left to right; `str(Recipe.parse(s))` round-trips."""
@@ -148,7 +162,7 @@ class Recipe:
         toks = [t.strip() for t in text.split(",")] if isinstance(text, str) else [str(t).strip() for t in text]
         if any(not t for t in toks):
             raise ValueError(f"empty step in recipe {text!r}")
-        return cls(tuple(toks))
+        return cls(tuple(t for tok in toks for t in STEPS.expand(tok)))  # presets expand in place
 
     def specs(self) -> list[tuple[str, StepSpec, Any]]:
         return [(tok, *STEPS.parse(tok)) for tok in self.steps]

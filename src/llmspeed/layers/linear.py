@@ -41,6 +41,8 @@ class FusedLinears:
                                  for m in mods)
 
     def valid(self, mods: tuple[nn.Module, ...]) -> bool:
+        if torch.compiler.is_compiling():  # data_ptr is not traceable; runtime/compiled.py checks eagerly first
+            return True
         return all(m is lin and m.weight.data_ptr() == p and not m._forward_pre_hooks  # type: ignore[union-attr]
                    and not m._forward_hooks for m, lin, p in zip(mods, self.linears, self._ptrs, strict=True))
 

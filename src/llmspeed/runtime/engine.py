@@ -22,6 +22,7 @@ from llmspeed.layers.sampler import sample_batch
 from llmspeed.models.config import ModelConfig
 from llmspeed.models.tokenizer import Tokenizer
 from llmspeed.runtime.block_pool import BlockPool
+from llmspeed.runtime.compiled import decode_fn_for
 from llmspeed.runtime.kv_cache import KVCache
 from llmspeed.runtime.sequence import SamplingParams, Sequence, Status
 
@@ -74,6 +75,7 @@ class Engine:
         self._inbox: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()  # thread-safe entry point
         self.num_preemptions = 0
         fuse_projections(model)  # again: compression may have replaced layers since load
+        self.decode_fn = decode_fn_for(model)  # a compiled decode step when the recipe has `compile`, else None
         self.last_step: tuple[str, int, float] = ("", 0, 0.0)  # kind, batch size, seconds
 
     # -- requests ---------------------------------------------------------------------------------
@@ -189,7 +191,10 @@ class Engine:
     @torch.inference_mode()
     def execute(self, batch: Batch) -> list[int]:
         ids, meta, last = self.build_inputs(batch.seqs)
-        logits = self.model(ids, meta, self.kv.layers, logits_index=last)  # [B, V]
+        if self.decode_fn is not None and not batch.is_prefill and self.decode_fn.supports(len(batch.seqs)):
+            logits = self.decode_fn(ids, meta, self.kv.layers, self.kv.scratch_slot)  # [B, V]
+        else:
+            logits = self.model(ids, meta, self.kv.layers, logits_index=last)  # [B, V]
         ps = [s.params for s in batch.seqs]
         return sample_batch(logits, [p.temperature for p in ps], [p.top_k for p in ps], [p.top_p for p in ps],
                             [s.generator for s in batch.seqs])

@@ -42,6 +42,8 @@ class Int8Linear(nn.Module):
         self._scales_bf16: tuple[int, torch.Tensor] | None = None  # cache keyed by the scales' storage
 
     def scales_bf16(self) -> torch.Tensor:
+        if torch.compiler.is_compiling() and self._scales_bf16 is not None:  # filled eagerly by runtime/compiled.py
+            return self._scales_bf16[1]  # (data_ptr is not traceable; inductor needs a realized buffer here)
         key = self.scales.data_ptr()
         if self._scales_bf16 is None or self._scales_bf16[0] != key:
             self._scales_bf16 = (key, self.scales.to(torch.bfloat16))
@@ -68,7 +70,9 @@ class Int8Linear(nn.Module):
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)  # [M, K]
         # the kernel segfaults on a misaligned weight (K % 16 != 0 or an address not 64-byte aligned)
-        if self.kernel_ok and x2.shape[0] <= SMALL_M and self.weight_int8.data_ptr() % ALIGN == 0:
+        # (under torch.compile, runtime/compiled.py has re-aligned every weight eagerly before tracing)
+        aligned = torch.compiler.is_compiling() or self.weight_int8.data_ptr() % ALIGN == 0
+        if self.kernel_ok and x2.shape[0] <= SMALL_M and aligned:
             y = torch._weight_int8pack_mm(x2.to(torch.bfloat16), self.weight_int8,
                                           self.scales_bf16()).to(x.dtype)  # [M, N]
         else:
