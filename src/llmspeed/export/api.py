@@ -51,6 +51,7 @@ def export(model: Any, fmt: str, out: str | Path, dtype: str = "f32") -> Path:
     os.close(fd)
     try:
         write_gguf(model, Path(name), dtype)
+        os.chmod(name, 0o644)  # mkstemp creates 0600
         os.replace(name, dest)
     finally:
         if os.path.exists(name):
