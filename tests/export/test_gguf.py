@@ -19,7 +19,7 @@ IDS = torch.tensor([[5, 17, 300, 42, 7, 99, 260, 11, 3, 400, 128, 64]])
 def _hf_gguf_logits(path: Path) -> torch.Tensor:
     import transformers as tf
 
-    m = tf.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, torch_dtype=torch.float32)
+    m = tf.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     with torch.no_grad():
         return m.eval()(IDS).logits.float()
 

@@ -18,7 +18,7 @@ IDS = torch.tensor([[5, 17, 300, 42, 7, 99, 260, 11, 3, 400, 128, 64]])
 def _hf_logits(path: Path) -> torch.Tensor:
     import transformers as tf
 
-    m = tf.AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+    m = tf.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     with torch.no_grad():
         return m(IDS).logits.float()
 
