@@ -2,7 +2,8 @@
 
 Run: .venv/bin/python benchmarks/decode.py [--quick] [--dtypes float32,bfloat16] [--threads N]
 Decode tok/s = B * (n - 1) / (E2E - TTFT) (vLLM's TPOT convention); prefill tok/s = prompt tokens / TTFT.
-Every run is checked to have produced exactly the requested tokens (EOS ignored).
+Every run is checked to have produced exactly the requested tokens (EOS ignored). The prefix cache is off:
+a repeated prompt would otherwise skip its prefill.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from _common import decode_bytes_per_step, print_table, shakespeare_ids, timed
 
 import llmspeed
 from llmspeed.models.default_model import default_gguf_path
+from llmspeed.runtime.engine import EngineConfig
 from llmspeed.runtime.threads import set_threads
 
 log = logging.getLogger("bench.decode")
@@ -74,7 +76,9 @@ def main() -> None:
     rows, records = [], []
     bw_note = "GB/s = weight bytes per decode step x steps/s (b1)"
     for dtype in args.dtypes.split(","):
-        llm = llmspeed.load("default", dtype=dtype, threads=threads)
+        # no prefix cache: warm-up and repeats reuse the same prompt, which must be recomputed every time
+        llm = llmspeed.load("default", dtype=dtype, threads=threads,
+                            engine_config=EngineConfig(enable_prefix_cache=False, max_batch_tokens=8192))
         hf = tf.AutoModelForCausalLM.from_pretrained(g.parent, gguf_file=g.name, attn_implementation="eager",
                                                      dtype=getattr(torch, dtype)).eval()
         prompt128 = shakespeare_ids(llm.tokenizer, 128)
