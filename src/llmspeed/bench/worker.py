@@ -80,7 +80,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m llmspeed.bench.worker SPEC.json OUT.json", file=sys.stderr)
+        sys.stderr.write("usage: python -m llmspeed.bench.worker SPEC.json OUT.json\n")
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     spec = json.loads(Path(args[0]).read_text())
