@@ -171,24 +171,10 @@ class LLM:
 
     def save(self, out_dir: str | Path) -> Path:
         """safetensors + config.json + recipe.json + tokenizer; written to a temp dir, renamed at the end."""
-        import os
-        import shutil
-        import tempfile
+        from llmspeed.models.saved import write_dir_atomically, write_saved_dir
 
-        from llmspeed.models.saved import write_saved_dir
-
-        out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        try:
-            write_saved_dir(tmp, self.config, self.model.state_dict(), self.tokenizer, self.recipe,
-                            source={"model": self.source})
-            if out.exists():
-                shutil.rmtree(out)
-            os.rename(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return out
+        return write_dir_atomically(Path(out_dir), lambda tmp: write_saved_dir(
+            tmp, self.config, self.model.state_dict(), self.tokenizer, self.recipe, source={"model": self.source}))
 
 
 def load(model: str | Path = "default", dtype: str | torch.dtype = "float32", threads: int | None = None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -33,16 +32,9 @@ def export(model: Any, fmt: str, out: str | Path, dtype: str = "f32") -> Path:
         if dest.exists() and not dest.is_dir():
             raise ValueError(f"--out {dest} exists and is not a directory")
         from llmspeed.export.hf import write_hf_dir
+        from llmspeed.models.saved import write_dir_atomically
 
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-        try:
-            write_hf_dir(model, tmp)
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.rename(tmp, dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return dest
+        return write_dir_atomically(dest, lambda tmp: write_hf_dir(model, tmp))
     if dest.is_dir():
         raise ValueError(f"--out {dest} is a directory; GGUF export writes one file (e.g. model.gguf)")
     from llmspeed.export.gguf import write_gguf
