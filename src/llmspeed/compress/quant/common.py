@@ -15,8 +15,10 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 INT4_GROUPS = (32, 64, 128)
 _EPS = 1e-12
@@ -145,3 +147,33 @@ def unpack_int4(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
 def scales_and_zeros(scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
     """[N, G] scales and zeros -> [G, N, 2] bfloat16, the kernel's layout."""
     return torch.stack([scales.t(), zeros.t()], dim=-1).to(torch.bfloat16).contiguous()
+
+
+class Int8Codes(nn.Module):
+    """Per-output-channel int8 storage shared by the int8 linears: `weight_int8` [N, K] int8, `scales` [N] float32
+    (persistent buffers, so safetensors holds them) and an optional float32 bias. Subclasses add the kernel."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False,
+                 device: torch.device | str | None = None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight_int8", torch.empty(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer("scales", torch.empty(out_features, dtype=torch.float32, device=device))
+        self.bias = nn.Parameter(torch.empty(out_features, device=device), requires_grad=False) if bias else None
+
+    @classmethod
+    def from_dense(cls, lin: nn.Linear) -> Any:
+        q, s = quantize_int8_per_channel(lin.weight)
+        m = cls(lin.in_features, lin.out_features, lin.bias is not None)
+        m.weight_int8.copy_(q)
+        m.scales.copy_(s)
+        if lin.bias is not None:
+            m.bias.data.copy_(lin.bias.detach().float())  # type: ignore[union-attr]
+        return m
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        realign_buffers(self)  # safetensors hands out tensors at file offsets; the kernels need 64-byte alignment
+
+    def dequantized_weight(self) -> torch.Tensor:  # [N, K] float32
+        return self.weight_int8.float() * self.scales[:, None]

@@ -14,30 +14,25 @@ Kernel choice per call, measured on this 2-core AVX2 CPU (torch 2.13, docs/decis
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from llmspeed.compress.api import StepReport, register_step
-from llmspeed.compress.quant.common import ALIGN, quantize_int8_per_channel, realign_buffers
+from llmspeed.compress.quant.common import ALIGN, Int8Codes
 from llmspeed.compress.quant.swap import restore_linears, swap_linears
 
 KERNEL_K_MULTIPLE = 16  # K the int8 kernel handles safely on both AVX2 and AVX-512 builds
 SMALL_M = 16  # rows up to which the int8 kernel (bf16 activations) beats the float32 path
 
 
-class Int8Linear(nn.Module):
+class Int8Linear(Int8Codes):
     """y = x @ (q * s)^T + b with q [N, K] int8 and s [N] float32 held as persistent buffers."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False,
                  device: torch.device | str | None = None) -> None:
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.register_buffer("weight_int8", torch.empty(out_features, in_features, dtype=torch.int8, device=device))
-        self.register_buffer("scales", torch.empty(out_features, dtype=torch.float32, device=device))
-        self.bias = nn.Parameter(torch.empty(out_features, device=device), requires_grad=False) if bias else None
+        super().__init__(in_features, out_features, bias, device)
         self.kernel_ok = in_features % KERNEL_K_MULTIPLE == 0
         self._scales_bf16: tuple[int, torch.Tensor] | None = None  # cache keyed by the scales' storage
 
@@ -48,23 +43,6 @@ class Int8Linear(nn.Module):
         if self._scales_bf16 is None or self._scales_bf16[0] != key:
             self._scales_bf16 = (key, self.scales.to(torch.bfloat16))
         return self._scales_bf16[1]
-
-    @classmethod
-    def from_dense(cls, lin: nn.Linear) -> Int8Linear:
-        q, s = quantize_int8_per_channel(lin.weight)
-        m = cls(lin.in_features, lin.out_features, lin.bias is not None)
-        m.weight_int8.copy_(q)
-        m.scales.copy_(s)
-        if lin.bias is not None:
-            m.bias.data.copy_(lin.bias.detach().float())  # type: ignore[union-attr]
-        return m
-
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
-        realign_buffers(self)
-
-    def dequantized_weight(self) -> torch.Tensor:  # [N, K] float32
-        return self.weight_int8.float() * self.scales[:, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., K] -> [..., N], dtype of x
         shape = x.shape

@@ -16,40 +16,19 @@ import torch
 from torch import nn
 
 from llmspeed.compress.api import StepReport, register_step
-from llmspeed.compress.quant.common import quantize_int8_per_channel, realign_buffers
+from llmspeed.compress.quant.common import Int8Codes
 from llmspeed.compress.quant.swap import restore_linears, swap_linears
 
 
-class Int8DynLinear(nn.Module):
+class Int8DynLinear(Int8Codes):
     """Buffers `weight_int8` [N, K] int8 and `scales` [N] float32; fbgemm prepack cached (not saved)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False,
                  device: torch.device | str | None = None, reduce_range: bool = True) -> None:
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
+        super().__init__(in_features, out_features, bias, device)
         self.reduce_range = reduce_range  # 7-bit activations: avoids int16 saturation in fbgemm's AVX2 path
-        self.register_buffer("weight_int8", torch.empty(out_features, in_features, dtype=torch.int8, device=device))
-        self.register_buffer("scales", torch.empty(out_features, dtype=torch.float32, device=device))
-        self.bias = nn.Parameter(torch.empty(out_features, device=device), requires_grad=False) if bias else None
         self._packed: Any = None
         self._packed_key: tuple[int, ...] = ()
-
-    @classmethod
-    def from_dense(cls, lin: nn.Linear) -> Int8DynLinear:
-        q, s = quantize_int8_per_channel(lin.weight)
-        m = cls(lin.in_features, lin.out_features, lin.bias is not None)
-        m.weight_int8.copy_(q)
-        m.scales.copy_(s)
-        if lin.bias is not None:
-            m.bias.data.copy_(lin.bias.detach().float())  # type: ignore[union-attr]
-        return m
-
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
-        realign_buffers(self)
-
-    def dequantized_weight(self) -> torch.Tensor:  # [N, K] float32
-        return self.weight_int8.float() * self.scales[:, None]
 
     def _prepacked(self) -> Any:
         key = (self.weight_int8.data_ptr(), self.scales.data_ptr(),
