@@ -1,0 +1,45 @@
+"""Pure-torch reference (and fallback) for llmspeed's CPU kernels: the layouts and the math they must match.
+
+Layouts (shared by the C++ kernels in csrc/, the quantized linears and the saved files):
+- int4: `codes` uint8 [N, K/2]; byte j of row n holds column 2j in its low nibble and 2j+1 in its high nibble
+  (u in [0, 15]); `scales` and `mins` float16 [N, K/group]; w[n, k] = u[n, k] * scales[n, k//g] + mins[n, k//g]
+  (GGUF Q4_1's own form `d * q + m`, so its blocks import bit-for-bit).
+- int8: `q` int8 [N, K], `scales` float32 [N]; w[n, k] = q[n, k] * scales[n].
+Activations and outputs are float32; accumulation is float32.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
+    """[N, K] integer codes in [0, 15] (K even) -> [N, K/2] uint8, low nibble = even column."""
+    c = codes.to(torch.uint8)
+    return (c[:, 0::2] | (c[:, 1::2] << 4)).contiguous()
+
+
+def unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
+    """[N, K/2] uint8 -> [N, K] uint8 codes in [0, 15] (inverse of `pack_nibbles`)."""
+    lo, hi = packed & 0xF, packed >> 4  # [N, K/2] each
+    return torch.stack([lo, hi], dim=-1).reshape(packed.shape[0], -1)
+
+
+def int4_dequantize(codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, group: int,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """-> [N, K] `dtype`: u * scale + min, computed in float32 and rounded once to `dtype`."""
+    u = unpack_nibbles(codes).float()  # [N, K]
+    s = scales.float().repeat_interleave(group, dim=1)  # [N, K]
+    m = mins.float().repeat_interleave(group, dim=1)
+    return (u * s + m).to(dtype)
+
+
+def int4_linear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor,
+                group: int) -> torch.Tensor:
+    """x [M, K] float32 -> [M, N] float32 = x @ W^T with W dequantized in float32."""
+    return x.float() @ int4_dequantize(codes, scales, mins, group).t()
+
+
+def int8_linear(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """x [M, K] float32 -> [M, N] float32 = (x @ q^T) * scales."""
+    return (x.float() @ q.float().t()) * scales.float()
