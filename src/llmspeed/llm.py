@@ -14,7 +14,7 @@ from torch import nn
 
 from llmspeed.models.config import ModelConfig
 from llmspeed.models.tokenizer import Tokenizer
-from llmspeed.runtime.engine import Engine, EngineConfig, fuse_projections
+from llmspeed.runtime.engine import Engine, EngineConfig, prepare_model
 from llmspeed.runtime.sequence import SamplingParams, Sequence
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class LLM:
         self.engine_config = engine_config or EngineConfig()
         self._engine: Engine | None = None
         self.last_output: GenerationOutput | None = None
-        fuse_projections(model)  # logits() and the engine then run the same kernels
+        prepare_model(model)  # logits() and the engine then run the same kernels
 
     @property
     def config(self) -> ModelConfig:

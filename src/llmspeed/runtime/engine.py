@@ -24,16 +24,19 @@ from llmspeed.models.tokenizer import Tokenizer
 from llmspeed.runtime.block_pool import BlockPool
 from llmspeed.runtime.compiled import decode_fn_for
 from llmspeed.runtime.kv_cache import KVCache
+from llmspeed.runtime.phase import plan_phases
 from llmspeed.runtime.sequence import SamplingParams, Sequence, Status
 
 log = logging.getLogger(__name__)
 
 
-def fuse_projections(model: nn.Module) -> None:
-    """One GEMM for q/k/v and for gate/up wherever those layers are dense (idempotent)."""
+def prepare_model(model: nn.Module) -> None:
+    """Idempotent: one GEMM for q/k/v and for gate/up where those layers fuse, then each phase-aware linear's
+    decode/prefill paths (runtime/phase.py: cached per machine, measured on first sight of a layer shape)."""
     for mod in model.modules():
         if hasattr(mod, "fuse_projections"):
             mod.fuse_projections()
+    plan_phases(model)
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class Engine:
         self.running: list[Sequence] = []
         self._inbox: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()  # thread-safe entry point
         self.num_preemptions = 0
-        fuse_projections(model)  # again: compression may have replaced layers since load
+        prepare_model(model)  # again: compression may have replaced layers since load
         self.decode_fn = decode_fn_for(model)  # a compiled decode step when the recipe has `compile`, else None
         self.last_step: tuple[str, int, float] = ("", 0, 0.0)  # kind, batch size, seconds
 

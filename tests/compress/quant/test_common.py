@@ -9,11 +9,10 @@ from llmspeed.compress.quant.common import (
     Int4Groups,
     dequantize_int8,
     int4_codes,
-    pack_int4,
     quantize_int4_groups,
     quantize_int8_per_channel,
-    unpack_int4,
 )
+from llmspeed.kernels import pack_nibbles, unpack_nibbles
 
 
 def test_int8_error_at_most_half_a_step() -> None:
@@ -38,16 +37,17 @@ def test_int4_error_at_most_half_a_step(group: int, symmetric: bool) -> None:
     bound = qg.scales.repeat_interleave(group, 1) / 2
     assert bool((err <= bound * (1 + 1e-5) + 1e-7).all())
     if symmetric:
-        assert bool((qg.zeros == 0).all())
+        assert torch.equal(qg.mins, -8 * qg.scales)  # grid (u - 8) * s
 
 
-def test_int4_bf16_params_stay_close() -> None:
-    """With bf16 scales/zeros (what the kernel reads) the error grows only by the zero's bf16 rounding."""
+def test_int4_fp16_params_stay_close() -> None:
+    """With float16 scales/mins (what is stored) the error grows only by the min's float16 rounding."""
     w = torch.randn(32, 64, generator=torch.Generator().manual_seed(2))
     for sym in (True, False):
-        qg = quantize_int4_groups(w, 32, sym)  # bf16 params
+        qg = quantize_int4_groups(w, 32, sym)  # float16 params
+        assert torch.equal(qg.scales.half().float(), qg.scales) and torch.equal(qg.mins.half().float(), qg.mins)
         s = qg.scales.repeat_interleave(32, 1)
-        slack = qg.zeros.abs().repeat_interleave(32, 1) * 2**-8
+        slack = qg.mins.abs().repeat_interleave(32, 1) * 2**-11
         assert bool(((qg.dequantize() - w).abs() <= s / 2 + slack + 1e-6).all())
 
 
@@ -78,15 +78,16 @@ def test_int4_sym_exact_on_symmetric_grid() -> None:
 
 def test_int4_codes_given_params_round_to_nearest() -> None:
     w = torch.tensor([[0.0, 0.26, 0.74, 1.0] * 8])  # [1, 32]
-    scales, zeros = torch.tensor([[0.5]]), torch.tensor([[4.0]])  # grid (u - 8) * 0.5 + 4 = 0.5 u
-    assert int4_codes(w, scales, zeros, 32)[0, :4].tolist() == [0, 1, 1, 2]
+    scales, mins = torch.tensor([[0.5]]), torch.tensor([[0.0]])  # grid u * 0.5
+    assert int4_codes(w, scales, mins, 32)[0, :4].tolist() == [0, 1, 1, 2]
 
 
 def test_int4_pack_unpack_roundtrip() -> None:
     codes = torch.randint(0, 16, (48, 128), generator=torch.Generator().manual_seed(5), dtype=torch.int32)
-    packed = pack_int4(codes)
+    packed = pack_nibbles(codes)
     assert packed.shape == (48, 64) and packed.dtype == torch.uint8
-    assert torch.equal(unpack_int4(packed, 48, 128), codes)
+    assert torch.equal(unpack_nibbles(packed).int(), codes)
+    assert int(packed[0, 0]) == int(codes[0, 0]) | (int(codes[0, 1]) << 4)  # low nibble = even column
 
 
 def test_group_must_divide_k() -> None:

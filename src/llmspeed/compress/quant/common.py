@@ -2,11 +2,11 @@
 
 Conventions (derived here, tested in tests/compress/quant/test_common.py):
 - int8 symmetric per output channel: s = max|w| / 127, q = round(w / s) in [-127, 127], w ~ q * s.
-- int4 unsigned codes u in [0, 15] per group of `group` input columns; the CPU kernel dequantizes
-  w = (u - 8) * scale + zero.
-  symmetric: zero = 0, u = q + 8 with q = round(w / s) in [-8, 7], s = max(-min / 8, max / 7)
+- int4 unsigned codes u in [0, 15] per group of `group` input columns, w = u * scale + min (llmspeed's
+  kernels, llmspeed/kernels/reference.py; scales and mins stored as float16).
+  symmetric: min = -8 s, u = q + 8 with q = round(w / s) in [-8, 7], s = max(-wmin / 8, wmax / 7)
              (uses the whole [-8, 7] range; |w - w_hat| <= s / 2 since w / s lies in [-8, 7]).
-  asymmetric: s = (max - min) / 15, zero = min + 8 s, u = round((w - min) / s) in [0, 15]: the group's
+  asymmetric: s = (wmax - wmin) / 15, min = wmin, u = round((w - min) / s) in [0, 15]: the group's
              min and max are on the grid, so all-positive (or all-negative) ranges waste no code.
 """
 
@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 INT4_GROUPS = (32, 64, 128)
+PARAM_DTYPE = torch.float16  # int4 scales / mins as stored (GGUF Q4_1 stores float16 too)
 _EPS = 1e-12
 
 
@@ -81,71 +82,62 @@ def _round_up_to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Int4Groups:
+    """Group-wise int4 in min form: w = u * scale + min (GGUF Q4_1's own form, what llmspeed's kernel reads)."""
+
     codes: torch.Tensor  # [N, K] int32 in [0, 15]
-    scales: torch.Tensor  # [N, K // group] float32 (already rounded to param_dtype)
-    zeros: torch.Tensor  # [N, K // group] float32 (already rounded to param_dtype)
+    scales: torch.Tensor  # [N, K // group] float32 (values already representable in the storage dtype)
+    mins: torch.Tensor  # [N, K // group] float32 (same)
     group: int
 
-    def dequantize(self) -> torch.Tensor:  # [N, K]
+    def dequantize(self) -> torch.Tensor:  # [N, K] float32
         s = self.scales.repeat_interleave(self.group, dim=1)
-        z = self.zeros.repeat_interleave(self.group, dim=1)
-        return (self.codes.float() - 8.0) * s + z
+        m = self.mins.repeat_interleave(self.group, dim=1)
+        return self.codes.float() * s + m
+
+    @property
+    def zeros(self) -> torch.Tensor:  # [N, K // group]: torch's int4 kernel form w = (u - 8) * scale + zero
+        return self.mins + 8.0 * self.scales
 
 
 def int4_params(w: torch.Tensor, group: int, symmetric: bool,
-                param_dtype: torch.dtype = torch.bfloat16) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-group (scales, zeros) [N, K // group] for weight [N, K], rounded to `param_dtype` (kernel wants bf16)."""
+                param_dtype: torch.dtype = PARAM_DTYPE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-group (scales, mins) [N, K // group] for weight [N, K], representable in `param_dtype` (float32 values)."""
     N, K = w.shape
     wg = w.detach().float().reshape(N, K // group, group)  # [N, G, g]
     wmin, wmax = wg.amin(-1), wg.amax(-1)  # [N, G]
-    if symmetric:
-        scales = torch.maximum(-wmin / 8.0, wmax / 7.0).clamp_min(_EPS)
-        scales = _round_up_to(scales, param_dtype)
-        zeros = torch.zeros_like(scales)
-    else:
+    if symmetric:  # grid (u - 8) * s: the whole [-8, 7] range, min = -8 s (exact: a power-of-two multiple)
+        scales = _round_up_to(torch.maximum(-wmin / 8.0, wmax / 7.0).clamp_min(_EPS), param_dtype)
+        mins = -8.0 * scales
+    else:  # the group's min and max on the grid (up to the storage rounding of min and scale)
         scales = _round_up_to(((wmax - wmin) / 15.0).clamp_min(_EPS), param_dtype)
-        zeros = (wmin + 8.0 * scales).to(param_dtype).float()
-    return scales, zeros
+        mins = wmin.to(param_dtype).float()
+    return scales, mins
 
 
-def int4_codes(w: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group: int) -> torch.Tensor:
-    """Round-to-nearest codes [N, K] int32 in [0, 15] for given per-group scales/zeros [N, K // group]."""
+def int4_codes(w: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, group: int) -> torch.Tensor:
+    """Round-to-nearest codes [N, K] int32 in [0, 15] for given per-group scales/mins [N, K // group]."""
     s = scales.repeat_interleave(group, dim=1)  # [N, K]
-    z = zeros.repeat_interleave(group, dim=1)
-    return torch.round((w.detach().float() - z) / s + 8.0).clamp_(0, 15).to(torch.int32)
+    m = mins.repeat_interleave(group, dim=1)
+    return torch.round((w.detach().float() - m) / s).clamp_(0, 15).to(torch.int32)
 
 
 def quantize_int4_groups(w: torch.Tensor, group: int, symmetric: bool = True,
-                         param_dtype: torch.dtype = torch.bfloat16) -> Int4Groups:
+                         param_dtype: torch.dtype = PARAM_DTYPE) -> Int4Groups:
     """[N, K] float -> Int4Groups (round to nearest)."""
     K = w.shape[1]
     if K % group:
         raise ValueError(f"group size {group} does not divide K = {K}")
-    scales, zeros = int4_params(w, group, symmetric, param_dtype)
-    return Int4Groups(int4_codes(w, scales, zeros, group), scales, zeros, group)
+    scales, mins = int4_params(w, group, symmetric, param_dtype)
+    return Int4Groups(int4_codes(w, scales, mins, group), scales, mins, group)
 
 
 def pack_int4(codes: torch.Tensor) -> torch.Tensor:
-    """[N, K] int codes 0..15 -> [N, K // 2] uint8 in the layout of torch's CPU int4 kernel."""
+    """[N, K] int codes 0..15 -> [N, K // 2] uint8 in the layout of torch's CPU int4 kernel (benchmarks compare it)."""
     return torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32).contiguous(), 1)
 
 
-def unpack_int4(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
-    """Inverse of `pack_int4` via the kernel itself (layout-agnostic): [N, K // 2] uint8 -> [N, K] int32.
-
-    With scale 1 and zero 8 the kernel dequantizes each code u to (u - 8) * 1 + 8 = u exactly, and
-    multiplying the identity by W^T in float32 returns the codes column by column.
-    """
-    group = 32 if k % 32 == 0 else k
-    sz = torch.empty(k // group, n, 2)
-    sz[..., 0], sz[..., 1] = 1.0, 8.0
-    eye = torch.eye(k)  # [K, K]
-    wt = torch.ops.aten._weight_int4pack_mm_for_cpu(eye, packed, group, sz)  # [K, N] = W^T
-    return wt.t().round().to(torch.int32).contiguous()
-
-
 def scales_and_zeros(scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
-    """[N, G] scales and zeros -> [G, N, 2] bfloat16, the kernel's layout."""
+    """[N, G] scales and zeros -> [G, N, 2] bfloat16, the layout of torch's CPU int4 kernel."""
     return torch.stack([scales.t(), zeros.t()], dim=-1).to(torch.bfloat16).contiguous()
 
 
@@ -170,6 +162,22 @@ class Int8Codes(nn.Module):
         if lin.bias is not None:
             m.bias.data.copy_(lin.bias.detach().float())  # type: ignore[union-attr]
         return m
+
+    @classmethod
+    def concat(cls, mods: list[Any]) -> Any:
+        """One module holding `mods` stacked along N (buffers concatenated; used by projection fusion)."""
+        out = cls(mods[0].in_features, sum(m.out_features for m in mods), mods[0].bias is not None, device="meta")
+        out.weight_int8 = torch.cat([m.weight_int8 for m in mods], dim=0)  # [sum N, K]
+        out.scales = torch.cat([m.scales for m in mods])  # [sum N]
+        if out.bias is not None:
+            out.bias = nn.Parameter(torch.cat([m.bias.detach() for m in mods]), requires_grad=False)
+        if hasattr(mods[0], "plan"):
+            out.plan = mods[0].plan
+        return out
+
+    def fusable_with(self, other: nn.Module) -> bool:
+        return (type(other) is type(self) and other.in_features == self.in_features  # type: ignore[union-attr]
+                and (other.bias is None) == (self.bias is None))  # type: ignore[union-attr]
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)

@@ -58,7 +58,7 @@ def gptq_quantize(w: torch.Tensor, gram: torch.Tensor, n_tokens: int, cfg: GPTQC
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)  # [K, K] upper factor of H^-1
     codes = torch.zeros(N, K, dtype=torch.int32)
     scales = torch.zeros(N, K // g)
-    zeros = torch.zeros(N, K // g)
+    mins = torch.zeros(N, K // g)
     for i1 in range(0, K, cfg.block):
         i2 = min(i1 + cfg.block, K)
         W1 = W[:, i1:i2].clone()  # [N, b]
@@ -68,17 +68,17 @@ def gptq_quantize(w: torch.Tensor, gram: torch.Tensor, n_tokens: int, cfg: GPTQC
             col = i1 + i
             if col % g == 0:  # a new group: its grid comes from the error-updated weights
                 s, z = int4_params(W1[:, i:i + g].float(), g, cfg.symmetric)  # [N, 1]
-                scales[:, col // g], zeros[:, col // g] = s[:, 0], z[:, 0]
-            s, z = scales[:, col // g:col // g + 1], zeros[:, col // g:col // g + 1]
+                scales[:, col // g], mins[:, col // g] = s[:, 0], z[:, 0]
+            s, z = scales[:, col // g:col // g + 1], mins[:, col // g:col // g + 1]
             w_col = W1[:, i:i + 1]  # [N, 1]
             u = int4_codes(w_col.float(), s, z, 1)  # [N, 1]
             codes[:, col] = u[:, 0]
-            q_col = ((u.double() - 8.0) * s.double() + z.double())
+            q_col = u.double() * s.double() + z.double()
             err = (w_col - q_col) / Hinv1[i, i]  # [N, 1]
             W1[:, i:] -= err @ Hinv1[i:i + 1, i:]  # spread onto the columns not yet quantized
             Err[:, i:i + 1] = err
         W[:, i2:] -= Err @ Hinv[i1:i2, i2:]
-    return Int4Groups(codes, scales, zeros, g)
+    return Int4Groups(codes, scales, mins, g)
 
 
 def _as_calibration(calib: Any) -> Any:

@@ -1,9 +1,9 @@
-"""`int4-g{32,64,128}[-asym]`: group-wise 4-bit weights on torch's CPU int4 kernel.
+"""`int4-g{32,64,128}[-asym]`: group-wise 4-bit weights on llmspeed's own CPU kernel (llmspeed/kernels).
 
-`aten._weight_int4pack_mm_for_cpu` wants bf16 activations to be fast (fp32 activations take a slow path,
-~10x), N % 16 == 0 and K % group == 0, and [K/g, N, 2] bf16 scales-and-zeros; it dequantizes
-w = (u - 8) * scale + zero. All calls use it with bf16 activations (prefill included: dequantizing to fp32
-would need the kernel's slow fp32 path, as the packed layout is torch's own).
+Storage (persistent buffers, what safetensors holds): `weight_codes` [N, K/2] uint8 (two codes per byte, low
+nibble = even column), `weight_scales` and `weight_mins` [N, K/g] float16; w = u * scale + min, GGUF Q4_1's
+own form. Decode rows run on the kernel (fused dequantization, float32 activations); prefill rows on a dense
+GEMM of the dequantized weight (compress/quant/phase.py). Any N works; K must be a multiple of the group.
 """
 
 from __future__ import annotations
@@ -12,41 +12,45 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from llmspeed import kernels
 from llmspeed.compress.api import StepReport, iter_linears, register_step
 from llmspeed.compress.quant.common import (
     INT4_GROUPS,
+    PARAM_DTYPE,
     Int4Groups,
-    pack_int4,
     quantize_int4_groups,
     realign_buffers,
-    scales_and_zeros,
 )
+from llmspeed.compress.quant.phase import PhaseAware
 from llmspeed.compress.quant.swap import restore_linears, swap_linears
 
 
-class Int4Linear(nn.Module):
-    """Persistent buffers: `weight_int4` [N, K/2] uint8 (kernel layout), `scales_and_zeros` [K/g, N, 2] bf16."""
+class Int4Linear(PhaseAware):
+    """Persistent buffers: `weight_codes` [N, K/2] uint8, `weight_scales` / `weight_mins` [N, K/g] float16."""
 
     def __init__(self, in_features: int, out_features: int, group: int, bias: bool = False,
                  device: torch.device | str | None = None) -> None:
         super().__init__()
-        if in_features % group or out_features % 16:
-            raise ValueError(f"int4 needs K % {group} == 0 and N % 16 == 0, got K={in_features}, N={out_features}")
+        if in_features % group:
+            raise ValueError(f"int4 needs K % {group} == 0, got K={in_features}")
         self.in_features, self.out_features, self.group = in_features, out_features, group
-        self.register_buffer("weight_int4", torch.empty(out_features, in_features // 2, dtype=torch.uint8,
-                                                        device=device))
-        self.register_buffer("scales_and_zeros", torch.empty(in_features // group, out_features, 2,
-                                                             dtype=torch.bfloat16, device=device))
+        G = in_features // group
+        self.register_buffer("weight_codes", torch.empty(out_features, in_features // 2, dtype=torch.uint8,
+                                                         device=device))
+        self.register_buffer("weight_scales", torch.empty(out_features, G, dtype=PARAM_DTYPE, device=device))
+        self.register_buffer("weight_mins", torch.empty(out_features, G, dtype=PARAM_DTYPE, device=device))
         self.bias = nn.Parameter(torch.empty(out_features, device=device), requires_grad=False) if bias else None
 
     @classmethod
     def from_groups(cls, g: Int4Groups, bias: torch.Tensor | None = None) -> Int4Linear:
         N, K = g.codes.shape
         m = cls(K, N, g.group, bias is not None)
-        m.weight_int4.copy_(pack_int4(g.codes))
-        m.scales_and_zeros.copy_(scales_and_zeros(g.scales, g.zeros))
+        m.weight_codes.copy_(kernels.pack_nibbles(g.codes))
+        m.weight_scales.copy_(g.scales.to(PARAM_DTYPE))
+        m.weight_mins.copy_(g.mins.to(PARAM_DTYPE))
         if bias is not None:
             m.bias.data.copy_(bias.detach().float())  # type: ignore[union-attr]
         return m
@@ -55,25 +59,42 @@ class Int4Linear(nn.Module):
     def from_dense(cls, lin: nn.Linear, group: int, symmetric: bool = True) -> Int4Linear:
         return cls.from_groups(quantize_int4_groups(lin.weight, group, symmetric), lin.bias)
 
+    @classmethod
+    def concat(cls, mods: list[Int4Linear]) -> Int4Linear:
+        """One module holding `mods` stacked along N (buffers concatenated; used by projection fusion)."""
+        out = cls(mods[0].in_features, sum(m.out_features for m in mods), mods[0].group,
+                  mods[0].bias is not None, device="meta")
+        for name in ("weight_codes", "weight_scales", "weight_mins"):
+            setattr(out, name, torch.cat([getattr(m, name) for m in mods], dim=0))
+        if out.bias is not None:
+            out.bias = nn.Parameter(torch.cat([m.bias.detach() for m in mods]), requires_grad=False)  # type: ignore[union-attr]
+        out.plan = mods[0].plan
+        return out
+
+    def fusable_with(self, other: nn.Module) -> bool:
+        return (type(other) is type(self) and other.in_features == self.in_features  # type: ignore[union-attr]
+                and other.group == self.group and (other.bias is None) == (self.bias is None))  # type: ignore[union-attr]
+
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         realign_buffers(self)
 
-    def dequantized_weight(self) -> torch.Tensor:  # [N, K] float32, through the kernel (exact in fp32)
-        eye = torch.eye(self.in_features)  # [K, K]
-        return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.weight_int4, self.group,
-                                                           self.scales_and_zeros.float()).t().contiguous()
+    def groups(self) -> Int4Groups:
+        return Int4Groups(kernels.unpack_nibbles(self.weight_codes).to(torch.int32), self.weight_scales.float(),
+                          self.weight_mins.float(), self.group)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., K] -> [..., N], dtype of x
-        shape = x.shape
-        x2 = x.reshape(-1, self.in_features)  # [M, K]
-        # every row count: the kernel with bf16 activations (dequantizing through the kernel's fp32 path
-        # for prefill was far slower; we cannot unpack its layout cheaply ourselves)
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2.to(torch.bfloat16), self.weight_int4, self.group,
-                                                       self.scales_and_zeros).to(x.dtype)  # [M, N]
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype)
-        return y.reshape(*shape[:-1], self.out_features)
+    def dequantized_weight(self) -> torch.Tensor:  # [N, K] float32 (exact: u * s + m of float16 values)
+        return kernels.int4_dequantize(self.weight_codes, self.weight_scales, self.weight_mins, self.group)
+
+    def kernel_matmul(self, x2: torch.Tensor) -> torch.Tensor:  # [M, K] float32 -> [M, N] float32
+        return kernels.int4_linear(x2, self.weight_codes, self.weight_scales, self.weight_mins, self.group)
+
+    def dense_matmul(self, x2: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:  # [M, K] -> [M, N] float32
+        w = kernels.int4_dequantize(self.weight_codes, self.weight_scales, self.weight_mins, self.group, dtype)
+        return F.linear(x2.to(dtype), w).float()  # [M, N]
+
+    def shape_key(self) -> str:
+        return f"{super().shape_key()}:g{self.group}"
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, group={self.group}, bias={self.bias is not None}"
@@ -94,8 +115,8 @@ class Int4Config:
         return f"int4-g{self.group_size}" + ("" if self.symmetric else "-asym")
 
 
-def _n_check(lin: nn.Linear) -> str | None:
-    return None if lin.out_features % 16 == 0 else f"N = {lin.out_features} is not a multiple of 16 (kept float32)"
+def _n_check(lin: nn.Linear) -> str | None:  # every N works on llmspeed's kernel
+    return None
 
 
 def check_groups(model: nn.Module, group: int, skip: tuple[str, ...], step: str) -> None:
