@@ -11,11 +11,24 @@ modules.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+_UNFUSED = [False]  # set by `unfused()`: reference computations run the separate modules
+
+
+@contextlib.contextmanager
+def unfused() -> Iterator[None]:
+    """Within this block every FusedLinears reports invalid, so models run their separate projections."""
+    _UNFUSED[0] = True
+    try:
+        yield
+    finally:
+        _UNFUSED[0] = False
 
 
 def _tensors(mod: nn.Module) -> dict[str, torch.Tensor]:
@@ -69,6 +82,8 @@ class FusedLinears:
     def valid(self, mods: tuple[nn.Module, ...]) -> bool:
         if torch.compiler.is_compiling():  # data_ptr is not traceable; runtime/compiled.py checks eagerly first
             return True
+        if _UNFUSED[0]:
+            return False
         return all(m is lin and self._key(m) == p and not m._forward_pre_hooks and not m._forward_hooks
                    for m, lin, p in zip(mods, self.linears, self._ptrs, strict=True))
 

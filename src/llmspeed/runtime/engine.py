@@ -12,6 +12,7 @@ import logging
 import queue
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -80,6 +81,7 @@ class Engine:
         prepare_model(model)  # again: compression may have replaced layers since load
         self.decode_fn = decode_fn_for(model)  # a compiled decode step when the recipe has `compile`, else None
         self.last_step: tuple[str, int, float] = ("", 0, 0.0)  # kind, batch size, seconds
+        self.on_logits: Callable[[Batch, torch.Tensor], None] | None = None  # sees each step's [B, V] logits
 
     # -- requests ---------------------------------------------------------------------------------
     def make_sequence(self, prompt_ids: list[int], params: SamplingParams, seq_id: str | None = None) -> Sequence:
@@ -198,6 +200,8 @@ class Engine:
             logits = self.decode_fn(ids, meta, self.kv.layers, self.kv.scratch_slot)  # [B, V]
         else:
             logits = self.model(ids, meta, self.kv.layers, logits_index=last)  # [B, V]
+        if self.on_logits is not None:
+            self.on_logits(batch, logits)
         ps = [s.params for s in batch.seqs]
         return sample_batch(logits, [p.temperature for p in ps], [p.top_k for p in ps], [p.top_p for p in ps],
                             [s.generator for s in batch.seqs])

@@ -1,0 +1,53 @@
+"""Fast-path agreement: teacher-forced engine steps vs the unfused float32 reference on the same weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import llmspeed
+from llmspeed.compress.api import compress_
+from llmspeed.evaluation.fastpath import fast_path_agreement, reference_paths
+from llmspeed.layers.linear import FusedLinears
+
+
+def _tokens(llm: llmspeed.LLM, n: int) -> list[int]:
+    from tests.conftest import shakespeare_text
+
+    return llm.tokenizer.encode(shakespeare_text(60_000))[:n]
+
+
+def test_fp32_fast_path_agrees_with_reference(tiny_llm: llmspeed.LLM) -> None:
+    toks = _tokens(tiny_llm, 2 * 40)
+    res = fast_path_agreement(tiny_llm, toks, windows=2, prompt_len=16, new_tokens=24)
+    assert res["kl_tokens"] == 2 * 24  # every step compared: the prefill's prediction and 23 decode steps
+    assert res["top1_agreement"] == 1.0 and res["kl_mean"] < 1e-6  # float32 both ways: rounding only
+
+
+@pytest.mark.parametrize("recipe", ["int8", "int4-g32-asym"])
+def test_quantized_fast_path_agrees_with_reference(tiny_model_dir, recipe: str) -> None:
+    llm = llmspeed.load(tiny_model_dir("llama"))
+    compress_(llm, recipe)
+    toks = _tokens(llm, 3 * 48)
+    res = fast_path_agreement(llm, toks, windows=3, prompt_len=16, new_tokens=32)
+    assert res["kl_tokens"] == 96
+    assert res["top1_agreement"] >= 0.97  # same weights; only summation order / the prefill path's rounding
+
+
+def test_reference_paths_unfuse_and_restore(tiny_model_dir) -> None:
+    llm = llmspeed.load(tiny_model_dir("llama"))
+    compress_(llm, "int8")
+    assert llm.engine is not None  # building the engine fuses and plans
+    attn = llm.model.model.layers[0].self_attn
+    assert isinstance(attn.fused, FusedLinears)
+    plan = attn.q_proj.plan
+    mods = (attn.q_proj, attn.k_proj, attn.v_proj)
+    with reference_paths(llm.model):
+        assert not attn.fused.valid(mods) and attn.q_proj.plan.prefill == "fp32"
+    assert attn.fused.valid(mods) and attn.q_proj.plan == plan
+
+
+def test_too_few_tokens_is_an_error(tiny_llm: llmspeed.LLM) -> None:
+    with pytest.raises(ValueError, match="need 80 tokens"):
+        fast_path_agreement(tiny_llm, list(range(10)), windows=2, prompt_len=16, new_tokens=24)
+    assert torch.is_grad_enabled()
