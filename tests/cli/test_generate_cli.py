@@ -30,6 +30,7 @@ def test_generate_streams_text(tiny_model_dir, capsys: pytest.CaptureFixture[str
     (["generate", "hi", "--model", "/definitely/not/here"], "model not found"),
     (["generate", "hi", "--max-new-tokens", "0"], "max-new-tokens"),
     (["generate", "hi", "--no-such-flag"], "No such option"),
+    (["--prefill-path", "gpu", "generate", "hi"], "--prefill-path must be one of"),
 ])
 def test_generate_errors_are_one_line(args: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(args) == 2
@@ -43,3 +44,20 @@ def test_non_utf8_prompt_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["generate", "--prompt-file", str(f)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "UTF-8" in err[0]
+
+
+def test_prefill_path_flag_reaches_the_quantized_layers(tiny_model_dir, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("LLMSPEED_PREFILL", raising=False)
+    seen: list[str] = []
+    import llmspeed.runtime.phase as phase
+
+    real = phase.plan_phases
+    monkeypatch.setattr(phase, "plan_phases", lambda m: seen.append(phase.os.environ.get(phase.ENV, "")) or real(m))
+    import llmspeed.runtime.engine as engine
+
+    monkeypatch.setattr(engine, "plan_phases", phase.plan_phases)
+    rc = main(["--prefill-path", "fp32", "generate", "Hello", "--model", str(tiny_model_dir("llama")),
+               "--recipe", "int8", "--max-new-tokens", "3", "--json"])
+    assert rc == 0 and seen and set(seen) == {"fp32"}
+    monkeypatch.delenv("LLMSPEED_PREFILL", raising=False)

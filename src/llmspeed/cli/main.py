@@ -20,9 +20,18 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 _registered = False
 
 
+PREFILL_PATHS = ("auto", "kernel", "bf16", "fp32")
+
+
 @app.callback()
-def _root() -> None:
+def _root(prefill_path: str = typer.Option(
+        "", "--prefill-path", help="quantized layers' path for prefill rows: auto (measured on this machine, "
+        "cached), kernel, bf16 or fp32; sets LLMSPEED_PREFILL for this process and its workers")) -> None:
     """Make a language model answer faster and cheaper, and prove what it cost."""
+    if prefill_path:
+        if prefill_path not in PREFILL_PATHS:
+            raise UserError(f"--prefill-path must be one of {', '.join(PREFILL_PATHS)}, got {prefill_path!r}")
+        os.environ["LLMSPEED_PREFILL"] = prefill_path
 
 
 class UserError(Exception):
