@@ -19,14 +19,14 @@ from torch import nn
 from torch.autograd.profiler import record_function
 
 log = logging.getLogger(__name__)
-SCOPE = "llmspeed::"
+SCOPE = "llmspeed.module::"  # record_function scopes (not "llmspeed::", the namespace of our kernels)
 GROUPS = ("attention", "mlp", "norm", "lm_head", "sampling", "other")
 # compute kernels: matmuls, attention, softmax, norms, elementwise math (not copies, indexing, allocation)
 COMPUTE_OPS = re.compile(
     r"^aten::(mm|addmm|bmm|baddbmm|matmul|linear|_weight_int\w+|_int_mm|_scaled_dot_product\w*|_?softmax|"
     r"_?log_softmax|rms_norm|_fused_rms_norm|native_layer_norm|layer_norm|mul_?|add_?|sub_?|div_?|silu_?|"
     r"gelu_?|tanh_?|rsqrt_?|sqrt_?|pow_?|mean|sum|exp_?|neg|sigmoid_?|masked_fill_?|where|argmax|max)$"
-    r"|^quantized::")
+    r"|^quantized::|^llmspeed::")
 
 
 def _group_of(mod_name: str, mod: nn.Module) -> str | None:
