@@ -1,6 +1,107 @@
-"""llmspeed's CPU kernels for low-bit linears (C++ with AVX-512/AVX2, built on first use) and their pure-torch
-reference. Until the C++ build is wired in, every entry point is the reference."""
+"""llmspeed's CPU kernels for low-bit linears: C++ (AVX-512 / AVX2+FMA / scalar, chosen at runtime, threads over
+output rows with at::parallel_for) built on first use, with the pure-torch reference (reference.py) as fallback.
 
-from llmspeed.kernels.reference import int4_dequantize, int4_linear, int8_linear, pack_nibbles, unpack_nibbles
+Entry points (same names, signatures and results as the reference, within float32 summation-order error):
+- `int4_linear(x [..., K] f32, codes [N, K/2] u8, scales [N, K/g] f16, mins [N, K/g] f16, group) -> [..., N] f32`
+- `int8_linear(x [..., K] f32, q [N, K] i8, scales [N] f32) -> [..., N] f32`
+- `int4_dequantize(codes, scales, mins, group, dtype=float32) -> [N, K] dtype` (bit-exact with the reference)
+- `pack_nibbles`, `unpack_nibbles` (pure torch), `available()`, `backend()`.
 
-__all__ = ["int4_dequantize", "int4_linear", "int8_linear", "pack_nibbles", "unpack_nibbles"]
+The first call to any of these (or to `available()`) builds/loads the C++ library once per process; call
+`available()` before `torch.compile` so the build does not happen while tracing. The ops are
+`torch.ops.llmspeed.{int4_linear, int8_linear, int4_dequantize}` with fake (meta) kernels registered here, so
+compiled graphs keep them without graph breaks. `LLMSPEED_KERNELS=0` forces the reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from llmspeed.kernels import build, reference
+from llmspeed.kernels.reference import pack_nibbles, unpack_nibbles
+
+__all__ = ["available", "backend", "int4_dequantize", "int4_linear", "int8_linear", "pack_nibbles", "unpack_nibbles"]
+
+_ISA_NAMES = {2: "cpp-avx512", 1: "cpp-avx2", 0: "cpp-scalar"}
+_CPP_DEQUANT_DTYPES = (torch.float32, torch.bfloat16)
+
+# Bound on first use: the C++ op overloads, or the reference functions.
+_int4_linear: Callable[..., torch.Tensor] | None = None
+_int8_linear: Callable[..., torch.Tensor] | None = None
+_int4_dequantize: Callable[..., torch.Tensor] | None = None
+_cpp = False
+
+
+def _register_fakes() -> None:
+    """Shape-only implementations for FakeTensor / torch.compile tracing (registered once, after loading)."""
+
+    @torch.library.register_fake("llmspeed::int4_linear")
+    def _(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, group: int) -> torch.Tensor:
+        torch._check(x.dtype == torch.float32, lambda: f"llmspeed::int4_linear: x must be float32, got {x.dtype}")
+        torch._check(codes.shape[1] * 2 == x.shape[-1], lambda: "llmspeed::int4_linear: codes must be [N, K/2]")
+        return x.new_empty((*x.shape[:-1], codes.shape[0]))  # [..., N]
+
+    @torch.library.register_fake("llmspeed::int8_linear")
+    def _(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        torch._check(x.dtype == torch.float32, lambda: f"llmspeed::int8_linear: x must be float32, got {x.dtype}")
+        torch._check(q.shape[1] == x.shape[-1], lambda: "llmspeed::int8_linear: q must be [N, K]")
+        return x.new_empty((*x.shape[:-1], q.shape[0]))  # [..., N]
+
+    @torch.library.register_fake("llmspeed::int4_dequantize")
+    def _(codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, group: int, dtype: torch.dtype) -> torch.Tensor:
+        return codes.new_empty((codes.shape[0], codes.shape[1] * 2), dtype=dtype)  # [N, K]
+
+
+def _bind() -> None:
+    """Load the C++ kernels (once) and point the entry points at them, or at the reference."""
+    global _int4_linear, _int8_linear, _int4_dequantize, _cpp
+    if _int4_linear is not None:
+        return
+    if build.load():
+        ops = torch.ops.llmspeed
+        if not getattr(_bind, "faked", False):
+            _register_fakes()
+            _bind.faked = True  # type: ignore[attr-defined]
+        _int8_linear, _int4_dequantize, _cpp = ops.int8_linear.default, ops.int4_dequantize.default, True
+        _int4_linear = ops.int4_linear.default
+    else:
+        _int8_linear, _int4_dequantize, _cpp = reference.int8_linear, reference.int4_dequantize, False
+        _int4_linear = reference.int4_linear
+
+
+def available() -> bool:
+    """True when the C++ kernels are in use (builds them on the first call)."""
+    _bind()
+    return _cpp
+
+
+def backend() -> str:
+    """"cpp-avx512" / "cpp-avx2" / "cpp-scalar" (the ISA the C++ kernels dispatch to) or "reference"."""
+    return _ISA_NAMES[int(torch.ops.llmspeed.isa(-1))] if available() else "reference"
+
+
+def int4_linear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor,
+                group: int) -> torch.Tensor:
+    """x [..., K] float32 -> [..., N] float32 = x @ W^T, W [N, K] = u * scale + min (see reference.py)."""
+    if _int4_linear is None:
+        _bind()
+    return _int4_linear(x, codes, scales, mins, group)  # type: ignore[misc]
+
+
+def int8_linear(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """x [..., K] float32 -> [..., N] float32 = (x @ q^T) * scales."""
+    if _int8_linear is None:
+        _bind()
+    return _int8_linear(x, q, scales)  # type: ignore[misc]
+
+
+def int4_dequantize(codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, group: int,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """-> [N, K] `dtype`: u * scale + min computed in float32 and rounded once to `dtype`."""
+    if _int4_dequantize is None:
+        _bind()
+    if _cpp and dtype not in _CPP_DEQUANT_DTYPES:  # e.g. float16: float32 in C++, one rounding here
+        return _int4_dequantize(codes, scales, mins, group, torch.float32).to(dtype)  # type: ignore[misc]
+    return _int4_dequantize(codes, scales, mins, group, dtype)  # type: ignore[misc]
