@@ -128,9 +128,11 @@ class CompiledDecode:
 def prepare_for_compile(model: nn.Module) -> None:
     """Eager checks a compiled graph cannot make (data pointers): drop projection fusions whose Linears were
     replaced, and re-align int8 weights the int8 kernel would crash on."""
+    from llmspeed import kernels
     from llmspeed.compress.quant.common import ALIGN, realign_buffers
     from llmspeed.compress.quant.int8 import Int8Linear
 
+    kernels.available()  # build / load llmspeed's C++ kernels now, not inside the traced graph
     for mod in model.modules():
         if isinstance(mod, Int8Linear):
             if mod.weight_int8.data_ptr() % ALIGN:
