@@ -56,6 +56,9 @@ def test_plans_are_measured_once_then_cached(tmp_path: Path, monkeypatch: pytest
     calls.clear()
     again = _Tiny()
     assert phase.plan_phases(again) == plans and calls == []  # second load: no measurement
+    phase.forget_plans()  # `llmspeed profile --recalibrate`
+    phase.plan_phases(_Tiny())
+    assert sorted(calls) == sorted(plans)
 
 
 def test_env_forces_the_prefill_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

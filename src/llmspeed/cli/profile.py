@@ -27,7 +27,8 @@ def profile(
     threads: int = ThreadsOpt,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     trace: Path = typer.Option(None, "--trace", help="write a Chrome trace of the profiled decode steps"),
-    recalibrate: bool = typer.Option(False, "--recalibrate", help="measure bandwidth and FLOP/s again"),
+    recalibrate: bool = typer.Option(False, "--recalibrate", help="measure bandwidth and FLOP/s again, and the "
+                                     "quantized layers' decode/prefill paths (runtime/phase.py)"),
 ) -> None:
     """Profile one request: T = t_pre + t_prefill + t_decode + t_post, hot ops, roofline verdict."""
     from llmspeed.profiling.runner import ProfileConfig, run_profile
@@ -36,6 +37,10 @@ def profile(
                         trace_path=str(trace) if trace else None, recalibrate=recalibrate)
     if trace is not None and not trace.parent.exists():
         raise FileNotFoundError(f"--trace directory does not exist: {trace.parent}")
+    if recalibrate:
+        from llmspeed.runtime.phase import forget_plans
+
+        forget_plans()
     llm = _load(model, dtype, threads, recipe)
     report = run_profile(llm, cfg)
     if as_json:

@@ -53,6 +53,17 @@ def _machine_key() -> str:
     return f"{cpu}|torch {torch.__version__}|threads {torch.get_num_threads()}|{kernels.backend()}"
 
 
+def forget_plans() -> None:
+    """Drop this machine's cached plans (`llmspeed profile --recalibrate`): the next load measures again."""
+    path = _cache_file()
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if cache.pop(_machine_key(), None) is not None:
+        path.write_text(json.dumps(cache, indent=1, sort_keys=True))
+
+
 def _time(fn: Callable[[], object], reps: int = 5) -> float:
     fn()  # warm-up (first-call allocations, weight conversion caches)
     best = float("inf")
