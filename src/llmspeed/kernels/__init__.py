@@ -4,12 +4,15 @@ output rows with at::parallel_for) built on first use, with the pure-torch refer
 Entry points (same names, signatures and results as the reference, within float32 summation-order error):
 - `int4_linear(x [..., K] f32, codes [N, K/2] u8, scales [N, K/g] f16, mins [N, K/g] f16, group) -> [..., N] f32`
 - `int8_linear(x [..., K] f32, q [N, K] i8, scales [N] f32) -> [..., N] f32`
+- `int4_linear_q8(x, codes, scales, mins, group) -> [..., N] f32`: int4_linear with x rounded to int8 per
+  (row, group) (dx = max|x|/127, |x - q dx| <= dx/2; min term exact) and integer dot products
+  (AVX512-VNNI / AVX-VNNI); for decode (M <= 16). Matches `reference.int4_linear_q8` within float error.
 - `int4_dequantize(codes, scales, mins, group, dtype=float32) -> [N, K] dtype` (bit-exact with the reference)
 - `pack_nibbles`, `unpack_nibbles` (pure torch), `available()`, `backend()`.
 
 The first call to any of these (or to `available()`) builds/loads the C++ library once per process; call
 `available()` before `torch.compile` so the build does not happen while tracing. The ops are
-`torch.ops.llmspeed.{int4_linear, int8_linear, int4_dequantize}` with fake (meta) kernels registered here, so
+`torch.ops.llmspeed.{int4_linear, int4_linear_q8, int8_linear, int4_dequantize}` with fake (meta) kernels registered here, so
 compiled graphs keep them without graph breaks. `LLMSPEED_KERNELS=0` forces the reference.
 """
 
@@ -22,13 +25,15 @@ import torch
 from llmspeed.kernels import build, reference
 from llmspeed.kernels.reference import pack_nibbles, unpack_nibbles
 
-__all__ = ["available", "backend", "int4_dequantize", "int4_linear", "int8_linear", "pack_nibbles", "unpack_nibbles"]
+__all__ = ["available", "backend", "int4_dequantize", "int4_linear", "int4_linear_q8", "int8_linear", "pack_nibbles",
+           "unpack_nibbles"]
 
 _ISA_NAMES = {2: "cpp-avx512", 1: "cpp-avx2", 0: "cpp-scalar"}
 _CPP_DEQUANT_DTYPES = (torch.float32, torch.bfloat16)
 
 # Bound on first use: the C++ op overloads, or the reference functions.
 _int4_linear: Callable[..., torch.Tensor] | None = None
+_int4_linear_q8: Callable[..., torch.Tensor] | None = None
 _int8_linear: Callable[..., torch.Tensor] | None = None
 _int4_dequantize: Callable[..., torch.Tensor] | None = None
 _cpp = False
@@ -41,6 +46,12 @@ def _register_fakes() -> None:
     def _(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, group: int) -> torch.Tensor:
         torch._check(x.dtype == torch.float32, lambda: f"llmspeed::int4_linear: x must be float32, got {x.dtype}")
         torch._check(codes.shape[1] * 2 == x.shape[-1], lambda: "llmspeed::int4_linear: codes must be [N, K/2]")
+        return x.new_empty((*x.shape[:-1], codes.shape[0]))  # [..., N]
+
+    @torch.library.register_fake("llmspeed::int4_linear_q8")
+    def _(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, group: int) -> torch.Tensor:
+        torch._check(x.dtype == torch.float32, lambda: f"llmspeed::int4_linear_q8: x must be float32, got {x.dtype}")
+        torch._check(codes.shape[1] * 2 == x.shape[-1], lambda: "llmspeed::int4_linear_q8: codes must be [N, K/2]")
         return x.new_empty((*x.shape[:-1], codes.shape[0]))  # [..., N]
 
     @torch.library.register_fake("llmspeed::int8_linear")
@@ -56,7 +67,7 @@ def _register_fakes() -> None:
 
 def _bind() -> None:
     """Load the C++ kernels (once) and point the entry points at them, or at the reference."""
-    global _int4_linear, _int8_linear, _int4_dequantize, _cpp
+    global _int4_linear, _int4_linear_q8, _int8_linear, _int4_dequantize, _cpp
     if _int4_linear is not None:
         return
     if build.load():
@@ -65,10 +76,10 @@ def _bind() -> None:
             _register_fakes()
             _bind.faked = True  # type: ignore[attr-defined]
         _int8_linear, _int4_dequantize, _cpp = ops.int8_linear.default, ops.int4_dequantize.default, True
-        _int4_linear = ops.int4_linear.default
+        _int4_linear, _int4_linear_q8 = ops.int4_linear.default, ops.int4_linear_q8.default
     else:
         _int8_linear, _int4_dequantize, _cpp = reference.int8_linear, reference.int4_dequantize, False
-        _int4_linear = reference.int4_linear
+        _int4_linear, _int4_linear_q8 = reference.int4_linear, _reference_q8
 
 
 def available() -> bool:
@@ -88,6 +99,23 @@ def int4_linear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, mins
     if _int4_linear is None:
         _bind()
     return _int4_linear(x, codes, scales, mins, group)  # type: ignore[misc]
+
+
+def _reference_q8(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor,
+                  group: int) -> torch.Tensor:
+    """reference.int4_linear_q8 on x [..., K] -> [..., N] (the reference itself takes 2-D x)."""
+    y = reference.int4_linear_q8(x.reshape(-1, x.shape[-1]), codes, scales, mins, group)  # [M, N]
+    return y.reshape(*x.shape[:-1], codes.shape[0])
+
+
+def int4_linear_q8(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor,
+                   group: int) -> torch.Tensor:
+    """x [..., K] float32 -> [..., N] float32: `int4_linear` with x rounded to int8 per (row, group) and integer
+    dot products (see reference.int4_linear_q8). Faster for decode (M <= 16); activation rounding error per
+    element <= max|x over its group| / 254. Needs group % 32 == 0 for the SIMD path (else a scalar loop)."""
+    if _int4_linear_q8 is None:
+        _bind()
+    return _int4_linear_q8(x, codes, scales, mins, group)  # type: ignore[misc]
 
 
 def int8_linear(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:

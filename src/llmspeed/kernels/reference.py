@@ -43,3 +43,28 @@ def int4_linear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, mins
 def int8_linear(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """x [M, K] float32 -> [M, N] float32 = (x @ q^T) * scales."""
     return (x.float() @ q.float().t()) * scales.float()
+
+
+def quantize_q8(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x [M, K] float32 -> (q [M, K/g, g] float32 integers in [-127, 127], dx [M, K/g], xsum [M, K/g]).
+
+    Per (row, group): dx = max|x| / 127, q = round-half-even(x * (1 / dx)) (0 when dx == 0), so |x - q dx| <= dx / 2;
+    xsum is the sum of the ORIGINAL x (the min term of int4_linear_q8 stays exact). Same float ops as the C++.
+    """
+    xg = x.float().reshape(x.shape[0], -1, group)  # [M, G, g]
+    d = xg.abs().amax(dim=-1) / 127.0  # [M, G]
+    inv = torch.where(d > 0, torch.ones_like(d) / d, torch.zeros_like(d))
+    q = torch.round(xg * inv[..., None]).clamp_(-127.0, 127.0)  # [M, G, g]
+    return q, d, xg.sum(dim=-1)
+
+
+def int4_linear_q8(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor,
+                   group: int) -> torch.Tensor:
+    """x [M, K] float32 -> [M, N] float32 with x rounded to int8 per (row, group) (see `quantize_q8`):
+    y[m, n] = sum_g scale[n, g] dx[m, g] (sum_{k in g} q[m, k] u[n, k]) + min[n, g] xsum[m, g].
+    """
+    q, d, xsum = quantize_q8(x, group)  # [M, G, g], [M, G], [M, G]
+    n = codes.shape[0]
+    u = unpack_nibbles(codes).float().reshape(n, -1, group)  # [N, G, g]
+    isum = torch.einsum("mgk,ngk->mng", q, u)  # [M, N, G], exact integers (|.| <= 127 * 15 * g < 2^24)
+    return torch.einsum("mng,ng->mn", isum * d[:, None, :], scales.float()) + xsum @ mins.float().t()

@@ -224,6 +224,15 @@ at::Tensor int4_dequantize(const at::Tensor& codes, const at::Tensor& scales, co
 }
 
 }  // namespace
+
+int64_t current_isa() { return g_isa.load(std::memory_order_relaxed); }
+
+// Shared with lowbit_q8.cpp (declared there: this header stays free of ATen).
+void check_int4_args(const char* op, const at::Tensor& codes, const at::Tensor& scales, const at::Tensor& mins,
+                     int64_t group, int64_t K) {
+  check_int4(op, codes, scales, mins, group, K);
+}
+
 }  // namespace llmspeed
 
 TORCH_LIBRARY(llmspeed, m) {

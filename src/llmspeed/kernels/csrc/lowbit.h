@@ -38,11 +38,34 @@ struct DequantArgs {
   int64_t N, K, group;
 };
 
+// int4 x int8 (q8): activations pre-quantized per (row, group): qx [M, K] i8 with each 8 columns stored as
+// [4 even | 4 odd] (matching the nibble order of 4 code bytes), dx [M, G] f32 (x ~ qx * dx), xsum [M, G] f32 (sum of
+// the original x over the group). y [m, n] = sum_g scale[n,g] dx[m,g] (sum_k qx u) + min[n,g] xsum[m,g].
+// K % group == 0; group % 32 == 0 for the VNNI kernels, % 16 for the scalar one.
+struct Int4Q8Args {
+  const int8_t* qx;
+  const float* dx;
+  const float* xsum;
+  const uint8_t* codes;
+  const uint16_t* scales;
+  const uint16_t* mins;
+  float* y;
+  int64_t M, N, K, group;
+};
+
+// The ISA level lowbit.cpp's ops currently use (0 scalar, 1 AVX2, 2 AVX-512; see torch.ops.llmspeed.isa).
+int64_t current_isa();
+
 void int4_linear_avx512(const Int4Args& a, int64_t n0, int64_t n1);
 void int8_linear_avx512(const Int8Args& a, int64_t n0, int64_t n1);
 void int4_dequant_avx512(const DequantArgs& a, int64_t n0, int64_t n1);
 void int4_linear_avx2(const Int4Args& a, int64_t n0, int64_t n1);
 void int8_linear_avx2(const Int8Args& a, int64_t n0, int64_t n1);
 void int4_dequant_avx2(const DequantArgs& a, int64_t n0, int64_t n1);
+// q8 kernels (lowbit_vnni.cpp): rows [n0, n1), any n0; 16 (512) or 8 (256) rows per tile.
+void int4_q8_vnni512(const Int4Q8Args& a, int64_t n0, int64_t n1);
+void int4_q8_vnni256(const Int4Q8Args& a, int64_t n0, int64_t n1);
+// x [M, K] f32 -> qx, dx, xsum as in Int4Q8Args (AVX-512; bit-identical qx/dx to the portable version).
+void quantize_q8_avx512(const float* x, int64_t M, int64_t K, int64_t group, int8_t* qx, float* dx, float* xsum);
 
 }  // namespace llmspeed
