@@ -100,11 +100,13 @@ at::Tensor int4_linear_q8(const at::Tensor& x, const at::Tensor& codes, const at
   ysz.back() = N;
   at::Tensor y = at::empty({M, N}, x.options());  // [M, N]
   if (M == 0 || N == 0) return y.view(ysz);
-  at::Tensor qx = at::empty({M, K}, x.options().dtype(at::kChar));   // [M, K] permuted per 8 columns
-  at::Tensor dxs = at::empty({2, M, G}, x.options());                // dx, xsum [M, G]
+  // Quantized activations: plain buffers (cheaper than tensors at decode sizes). qx [M, K] permuted per 8
+  // columns; dx, xsum [M, G].
+  std::vector<int8_t> qbuf(static_cast<size_t>(M * K));
+  std::vector<float> fbuf(static_cast<size_t>(2 * M * G));
   const Q8Path path = pick_q8(group);
-  int8_t* qp = qx.data_ptr<int8_t>();
-  float* dx = dxs.data_ptr<float>();
+  int8_t* qp = qbuf.data();
+  float* dx = fbuf.data();
   float* xs = dx + M * G;
 #if defined(__x86_64__) || defined(__i386__)
   if (path == kQ8Vnni512)

@@ -92,7 +92,7 @@ LS_VNNI512 void tile_params_512(const Int4Q8Args& a, const int64_t* n, float* sf
 // One tile of 16 weight rows (outputs y[m, t .. t+16) under `keep`) x MT activation rows starting at m0.
 template <int MT>
 LS_VNNI512 void tile_512(const Int4Q8Args& a, const uint8_t* const* rows, const float* sf, const float* mf,
-                         int64_t t, __mmask16 keep, int64_t m0) {
+                         int64_t t, __mmask16 keep, int64_t m0, const uint8_t* next) {
   const int64_t K = a.K, g = a.group, G = K / g;
   const __m512i lo4 = _mm512_set1_epi8(0x0F);
   const int8_t* qx = a.qx + m0 * K;
@@ -108,6 +108,9 @@ LS_VNNI512 void tile_512(const Int4Q8Args& a, const uint8_t* const* rows, const 
     for (int64_t kb = gi * g; kb < (gi + 1) * g; kb += 32) {
       __m512i v[4];
       transpose16x4(rows, kb / 2, v);
+      if (next != nullptr)  // the next tile's codes (16 contiguous rows), 256 bytes per 32-column block
+#pragma GCC unroll 4
+        for (int l = 0; l < 4; ++l) _mm_prefetch(reinterpret_cast<const char*>(next + 8 * kb + 64 * l), _MM_HINT_T0);
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
         const __m512i wl = _mm512_and_si512(v[i], lo4), wh = _mm512_and_si512(_mm512_srli_epi32(v[i], 4), lo4);
@@ -150,7 +153,7 @@ LS_VNNI256 inline void transpose8x4(const uint8_t* const* rows, int64_t off, __m
 
 template <int MT>
 LS_VNNI256 void tile_256(const Int4Q8Args& a, const uint8_t* const* rows, const uint16_t* st, const uint16_t* mt,
-                         int64_t t, int nkeep, int64_t m0) {
+                         int64_t t, int nkeep, int64_t m0, const uint8_t* next) {
   const int64_t K = a.K, g = a.group, G = K / g;
   const __m256i lo4 = _mm256_set1_epi8(0x0F);
   const int8_t* qx = a.qx + m0 * K;
@@ -164,6 +167,9 @@ LS_VNNI256 void tile_256(const Int4Q8Args& a, const uint8_t* const* rows, const 
     for (int64_t kb = gi * g; kb < (gi + 1) * g; kb += 32) {
       __m256i v[4];
       transpose8x4(rows, kb / 2, v);
+      if (next != nullptr)  // the next tile's codes (8 contiguous rows), 128 bytes per 32-column block
+        _mm_prefetch(reinterpret_cast<const char*>(next + 4 * kb), _MM_HINT_T0),
+            _mm_prefetch(reinterpret_cast<const char*>(next + 4 * kb + 64), _MM_HINT_T0);
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
         const __m256i wl = _mm256_and_si256(v[i], lo4), wh = _mm256_and_si256(_mm256_srli_epi32(v[i], 4), lo4);
@@ -212,10 +218,19 @@ LS_VNNI512 void int4_q8_vnni512(const Int4Q8Args& a, int64_t n0, int64_t n1) {
   for (int64_t t = n0; t < n1; t += 16) {
     for (int r = 0; r < 16; ++r) n[r] = std::min(t + r, n1 - 1), rows[r] = a.codes + n[r] * (a.K / 2);
     tile_params_512(a, n, sf.data(), mf.data());
+    // Software prefetch of the next tile: its codes (in the first M pass) and its scales and mins (here). The
+    // codes of 16 rows are one contiguous block read 16 bytes per row at a time, which the hardware
+    // prefetchers follow poorly.
+    const bool more = t + 32 <= n1;
+    const uint8_t* next = more ? a.codes + (t + 16) * (a.K / 2) : nullptr;
+    for (int64_t b = 0; more && b < 32 * G; b += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(a.scales + (t + 16) * G) + b, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(a.mins + (t + 16) * G) + b, _MM_HINT_T0);
+    }
     const __mmask16 keep = static_cast<__mmask16>(n1 - t >= 16 ? 0xFFFF : (1u << (n1 - t)) - 1u);
     for (int64_t m0 = 0; m0 < a.M; m0 += 8) {
       const int64_t mt = std::min<int64_t>(8, a.M - m0);
-      LS_Q8_CASES(tile_512, a, rows, sf.data(), mf.data(), t, keep, m0)
+      LS_Q8_CASES(tile_512, a, rows, sf.data(), mf.data(), t, keep, m0, m0 == 0 ? next : nullptr)
     }
   }
 }
@@ -227,9 +242,10 @@ LS_VNNI256 void int4_q8_vnni256(const Int4Q8Args& a, int64_t n0, int64_t n1) {
   for (int64_t t = n0; t < n1; t += 8) {
     tile_setup<8>(a, t, n1, rows, st.data(), mt_.data());
     const int nkeep = static_cast<int>(std::min<int64_t>(8, n1 - t));
+    const uint8_t* next = t + 16 <= n1 ? a.codes + (t + 8) * (a.K / 2) : nullptr;
     for (int64_t m0 = 0; m0 < a.M; m0 += 4) {
       const int64_t mt = std::min<int64_t>(4, a.M - m0);
-      LS_Q8_CASES(tile_256, a, rows, st.data(), mt_.data(), t, nkeep, m0)
+      LS_Q8_CASES(tile_256, a, rows, st.data(), mt_.data(), t, nkeep, m0, m0 == 0 ? next : nullptr)
     }
   }
 }
