@@ -5,10 +5,11 @@
 For each (N, K) and M: own int4 (`llmspeed.kernels.int4_linear`, float32 x), own int4 x int8 activations
 (`llmspeed.kernels.int4_linear_q8`, VNNI integer dot products) vs torch's
 `aten._weight_int4pack_mm_for_cpu` (bfloat16 x, weights packed as in compress/quant/common.py), own int8
-vs `torch._weight_int8pack_mm`, and float32 `F.linear`. Every call uses the next of a rotating set of weight
-copies whose total exceeds the last-level cache, so the figures are DRAM-bound (what a decode step sees), not
-in-cache. Reports the median µs per call, GB/s of weight bytes streamed, and ratios. On a shared machine the
-numbers are noisy: compare them within one run.
+and own int8 x int8 activations (`int8_linear_q8`) vs `torch._weight_int8pack_mm`, and float32 `F.linear`.
+Every call uses the next of a rotating set of weight copies whose total exceeds the last-level cache, so the
+figures are DRAM-bound (what a decode step sees), not in-cache. Reports the median (or, --stat min, best-of-N)
+µs per call, GB/s of weight bytes streamed, and ratios. On a shared machine the numbers are noisy: compare them
+within one run, prefer --stat min.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def measure(x: torch.Tensor, group: int, budget: float,
         "own4q8": lambda w: kernels.int4_linear_q8(x, w[0], w[1], w[2], group),
         "torch4": lambda w: torch.ops.aten._weight_int4pack_mm_for_cpu(xb, w[0], group, w[1]),
         "own8": lambda w: kernels.int8_linear(x, w[0], w[1]),
+        "own8q8": lambda w: kernels.int8_linear_q8(x, w[0], w[1]),
         "torch8": lambda w: torch._weight_int8pack_mm(x, w[0], w[1]),
         "fp32": lambda w: F.linear(x, w[0]),
     }
@@ -102,13 +104,13 @@ def bench_shape(n: int, k: int, ms: list[int], group: int, total: int, budget: f
     for m in ms:
         x = torch.randn(m, k, generator=g)  # [M, K]
         t = measure(x, group, budget, {"own4": (own4, own4_bytes), "own4q8": (own4, own4_bytes),
-                                        "torch4": (t4, t4_bytes), "own8": (i8, i8_bytes),
+                                        "torch4": (t4, t4_bytes), "own8": (i8, i8_bytes), "own8q8": (i8, i8_bytes),
                                         "torch8": (i8, i8_bytes), "fp32": (f32, w32.numel() * 4)})
         row = [f"{n}x{k}", str(m)]
         for sec, nbytes in t.values():
             row.append(f"{sec * 1e6:9.1f} {nbytes / sec / 1e9:5.1f}")
         row += [f"{t['torch4'][0] / t['own4'][0]:.2f}", f"{t['torch4'][0] / t['own4q8'][0]:.2f}",
-                f"{t['torch8'][0] / t['own8'][0]:.2f}",
+                f"{t['torch8'][0] / t['own8'][0]:.2f}", f"{t['own8'][0] / t['own8q8'][0]:.2f}",
                 f"{t['fp32'][0] / t['own4'][0]:.2f}"]
         rows.append(row)
     return rows
@@ -143,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
                      f"group {args.group}, rotating weight copies > {total / 2**20:.0f} MiB per kernel\n"
                      f"cells: {args.stat} µs per call and GB/s of weight bytes streamed; ratios > 1 mean own is faster\n")
     header = ["N x K", "M", "own int4 µs GB/s", "own int4q8 µs GB/s", "torch int4 µs GB/s", "own int8 µs GB/s",
-              "torch int8 µs GB/s", "fp32 µs GB/s", "t4/own4", "t4/own4q8", "t8/own8", "fp32/own4"]
+              "own int8q8 µs GB/s", "torch int8 µs GB/s", "fp32 µs GB/s", "t4/own4", "t4/own4q8", "t8/own8",
+              "own8/own8q8", "fp32/own4"]
     rows: list[list[str]] = []
     for n, k in shapes:
         rows += bench_shape(n, k, args.m, args.group, total, args.budget)

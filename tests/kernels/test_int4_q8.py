@@ -104,3 +104,33 @@ def test_q8_bad_inputs_raise() -> None:
         kernels.int4_linear_q8(torch.randn(2, 64), codes, scales, mins, 24)
     with pytest.raises(RuntimeError, match="scales must be float16"):
         kernels.int4_linear_q8(torch.randn(2, 64), codes, scales.float(), mins, 32)
+
+
+@pytest.mark.parametrize("m", [1, 3, 8, 17])
+@pytest.mark.parametrize(("n", "k"), [(7, 1), (33, 5), (9, 33), (33, 576), (7, 1536), (17, 47), (33, 80)])
+def test_int8_q8_matches_references(isa: int, m: int, n: int, k: int) -> None:
+    """Same two bounds as int4 (32-column activation blocks, weights q * scale)."""
+    g = torch.Generator().manual_seed(m * 100 + k)
+    q = torch.randint(-128, 128, (n, k), generator=g, dtype=torch.int8)  # [N, K], including -128
+    scales = torch.rand(n, generator=g) * 0.01 + 1e-4  # [N]
+    x = torch.randn(m, k, generator=g) * torch.rand(k, generator=g) * 3  # [M, K]
+    y = kernels.int8_linear_q8(x, q, scales)  # [M, N]
+    w = q.float().abs() * scales[:, None]  # [N, K] |W|
+    fp_bound = x.abs() @ w.t()
+    err = (y - reference.int8_linear_q8(x, q, scales)).abs()
+    assert y.shape == (m, n) and bool((err <= RTOL * fp_bound + 1e-30).all()), f"{(err / fp_bound).max():.3g}"
+    k32 = -(-k // 32) * 32
+    _, dx, _ = reference.quantize_q8(torch.nn.functional.pad(x, (0, k32 - k)), 32)  # [M, G]
+    wb = torch.nn.functional.pad(w, (0, k32 - k)).reshape(n, -1, 32).sum(-1)  # [N, G]
+    exact = reference.int8_linear(x, q, scales)
+    assert bool(((y - exact).abs() <= (dx / 2) @ wb.t() + RTOL * fp_bound + 1e-30).all())
+
+
+def test_int8_q8_compile_and_leading_dims() -> None:
+    q = torch.randint(-127, 128, (33, 96), dtype=torch.int8)
+    s = torch.rand(33)
+    x = torch.randn(2, 3, 96)
+    y = kernels.int8_linear_q8(x, q, s)  # [2, 3, 33]
+    torch.testing.assert_close(y.reshape(6, 33), kernels.int8_linear_q8(x.reshape(6, 96), q, s))
+    compiled = torch.compile(lambda t: kernels.int8_linear_q8(t, q, s) + 1, fullgraph=True)
+    torch.testing.assert_close(compiled(x), y + 1)

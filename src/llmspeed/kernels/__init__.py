@@ -7,6 +7,8 @@ Entry points (same names, signatures and results as the reference, within float3
 - `int4_linear_q8(x, codes, scales, mins, group) -> [..., N] f32`: int4_linear with x rounded to int8 per
   (row, group) (dx = max|x|/127, |x - q dx| <= dx/2; min term exact) and integer dot products
   (AVX512-VNNI / AVX-VNNI); for decode (M <= 16). Matches `reference.int4_linear_q8` within float error.
+- `int8_linear_q8(x, q, scales) -> [..., N] f32`: int8_linear with x rounded to int8 per (row, 32 columns)
+  and AVX512-VNNI dot products (other CPUs: a scalar loop, slow). Matches `reference.int8_linear_q8`.
 - `int4_dequantize(codes, scales, mins, group, dtype=float32) -> [N, K] dtype` (bit-exact with the reference)
 - `pack_nibbles`, `unpack_nibbles` (pure torch), `available()`, `backend()`.
 
@@ -25,8 +27,8 @@ import torch
 from llmspeed.kernels import build, reference
 from llmspeed.kernels.reference import pack_nibbles, unpack_nibbles
 
-__all__ = ["available", "backend", "int4_dequantize", "int4_linear", "int4_linear_q8", "int8_linear", "pack_nibbles",
-           "unpack_nibbles"]
+__all__ = ["available", "backend", "int4_dequantize", "int4_linear", "int4_linear_q8", "int8_linear", "int8_linear_q8",
+           "pack_nibbles", "unpack_nibbles"]
 
 _ISA_NAMES = {2: "cpp-avx512", 1: "cpp-avx2", 0: "cpp-scalar"}
 _CPP_DEQUANT_DTYPES = (torch.float32, torch.bfloat16)
@@ -34,6 +36,7 @@ _CPP_DEQUANT_DTYPES = (torch.float32, torch.bfloat16)
 # Bound on first use: the C++ op overloads, or the reference functions.
 _int4_linear: Callable[..., torch.Tensor] | None = None
 _int4_linear_q8: Callable[..., torch.Tensor] | None = None
+_int8_linear_q8: Callable[..., torch.Tensor] | None = None
 _int8_linear: Callable[..., torch.Tensor] | None = None
 _int4_dequantize: Callable[..., torch.Tensor] | None = None
 _cpp = False
@@ -54,6 +57,12 @@ def _register_fakes() -> None:
         torch._check(codes.shape[1] * 2 == x.shape[-1], lambda: "llmspeed::int4_linear_q8: codes must be [N, K/2]")
         return x.new_empty((*x.shape[:-1], codes.shape[0]))  # [..., N]
 
+    @torch.library.register_fake("llmspeed::int8_linear_q8")
+    def _(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        torch._check(x.dtype == torch.float32, lambda: f"llmspeed::int8_linear_q8: x must be float32, got {x.dtype}")
+        torch._check(q.shape[1] == x.shape[-1], lambda: "llmspeed::int8_linear_q8: q must be [N, K]")
+        return x.new_empty((*x.shape[:-1], q.shape[0]))  # [..., N]
+
     @torch.library.register_fake("llmspeed::int8_linear")
     def _(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
         torch._check(x.dtype == torch.float32, lambda: f"llmspeed::int8_linear: x must be float32, got {x.dtype}")
@@ -67,7 +76,7 @@ def _register_fakes() -> None:
 
 def _bind() -> None:
     """Load the C++ kernels (once) and point the entry points at them, or at the reference."""
-    global _int4_linear, _int4_linear_q8, _int8_linear, _int4_dequantize, _cpp
+    global _int4_linear, _int4_linear_q8, _int8_linear, _int8_linear_q8, _int4_dequantize, _cpp
     if _int4_linear is not None:
         return
     if build.load():
@@ -77,9 +86,10 @@ def _bind() -> None:
             _bind.faked = True  # type: ignore[attr-defined]
         _int8_linear, _int4_dequantize, _cpp = ops.int8_linear.default, ops.int4_dequantize.default, True
         _int4_linear, _int4_linear_q8 = ops.int4_linear.default, ops.int4_linear_q8.default
+        _int8_linear_q8 = ops.int8_linear_q8.default
     else:
         _int8_linear, _int4_dequantize, _cpp = reference.int8_linear, reference.int4_dequantize, False
-        _int4_linear, _int4_linear_q8 = reference.int4_linear, _reference_q8
+        _int4_linear, _int4_linear_q8, _int8_linear_q8 = reference.int4_linear, _reference_q8, _reference_q8_int8
 
 
 def available() -> bool:
@@ -106,6 +116,19 @@ def _reference_q8(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, mi
     """reference.int4_linear_q8 on x [..., K] -> [..., N] (the reference itself takes 2-D x)."""
     y = reference.int4_linear_q8(x.reshape(-1, x.shape[-1]), codes, scales, mins, group)  # [M, N]
     return y.reshape(*x.shape[:-1], codes.shape[0])
+
+
+def _reference_q8_int8(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """reference.int8_linear_q8 on x [..., K] -> [..., N]."""
+    return reference.int8_linear_q8(x.reshape(-1, x.shape[-1]), q, scales).reshape(*x.shape[:-1], q.shape[0])
+
+
+def int8_linear_q8(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """x [..., K] float32 -> [..., N] float32: `int8_linear` with x rounded to int8 per (row, 32 columns) (error
+    per element <= max|x over its block| / 254) and AVX512-VNNI integer dot products (else a scalar loop)."""
+    if _int8_linear_q8 is None:
+        _bind()
+    return _int8_linear_q8(x, q, scales)  # type: ignore[misc]
 
 
 def int4_linear_q8(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor,

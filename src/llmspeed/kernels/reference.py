@@ -68,3 +68,14 @@ def int4_linear_q8(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, m
     u = unpack_nibbles(codes).float().reshape(n, -1, group)  # [N, G, g]
     isum = torch.einsum("mgk,ngk->mng", q, u)  # [M, N, G], exact integers (|.| <= 127 * 15 * g < 2^24)
     return torch.einsum("mng,ng->mn", isum * d[:, None, :], scales.float()) + xsum @ mins.float().t()
+
+
+def int8_linear_q8(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """x [M, K] float32 -> [M, N] float32: int8_linear with x rounded to int8 per (row, 32-column block) as in
+    `quantize_q8` (x zero-padded to a multiple of 32 columns): y = scales[n] sum_b dx[m, b] (sum_{k in b} q_x w)."""
+    k = x.shape[1]
+    k32 = -(-k // 32) * 32
+    xq, d, _ = quantize_q8(torch.nn.functional.pad(x.float(), (0, k32 - k)), 32)  # [M, G, 32], [M, G]
+    w = torch.nn.functional.pad(q.float(), (0, k32 - k)).reshape(q.shape[0], -1, 32)  # [N, G, 32]
+    isum = torch.einsum("mgk,ngk->mng", xq, w)  # [M, N, G], exact integers
+    return (isum * d[:, None, :]).sum(-1) * scales.float()

@@ -53,6 +53,18 @@ struct Int4Q8Args {
   int64_t M, N, K, group;
 };
 
+// int8 x int8 (q8): xq [M, K32] u8 = q + 128 with q the activations rounded per (row, 32-column block) in natural
+// column order, zero-padded to K32 = K rounded up to 32 (q = 0 there), dx [M, K32/32] f32; w [N, K] i8, scales [N]
+// f32. y [m, n] = scales[n] sum_b dx[m,b] sum_{k in b} q[m,k] w[n,k].
+struct Int8Q8Args {
+  const uint8_t* xq;
+  const float* dx;
+  const int8_t* q;
+  const float* scales;
+  float* y;
+  int64_t M, N, K;
+};
+
 // The ISA level lowbit.cpp's ops currently use (0 scalar, 1 AVX2, 2 AVX-512; see torch.ops.llmspeed.isa).
 int64_t current_isa();
 
@@ -65,7 +77,10 @@ void int4_dequant_avx2(const DequantArgs& a, int64_t n0, int64_t n1);
 // q8 kernels (lowbit_vnni.cpp): rows [n0, n1), any n0; 16 (512) or 8 (256) rows per tile.
 void int4_q8_vnni512(const Int4Q8Args& a, int64_t n0, int64_t n1);
 void int4_q8_vnni256(const Int4Q8Args& a, int64_t n0, int64_t n1);
+void int8_q8_vnni512(const Int8Q8Args& a, int64_t n0, int64_t n1);  // lowbit_vnni8.cpp
 // x [M, K] f32 -> qx, dx, xsum as in Int4Q8Args (AVX-512; bit-identical qx/dx to the portable version).
-void quantize_q8_avx512(const float* x, int64_t M, int64_t K, int64_t group, int8_t* qx, float* dx, float* xsum);
+// interleave = false: natural column order (int8_linear_q8).
+void quantize_q8_avx512(const float* x, int64_t M, int64_t K, int64_t group, int8_t* qx, float* dx, float* xsum,
+                        bool interleave = true);
 
 }  // namespace llmspeed

@@ -253,9 +253,10 @@ LS_VNNI256 void int4_q8_vnni256(const Int4Q8Args& a, int64_t n0, int64_t n1) {
 // Per (row, group): dx = max|x| / 127, q = round-half-even(x * (1 / dx)) (0 if dx == 0), xsum = sum x; each 8
 // columns stored as [4 even | 4 odd]. Same float ops as the portable version (so qx, dx are bit-identical).
 LS_VNNI512 void quantize_q8_avx512(const float* x, int64_t M, int64_t K, int64_t group, int8_t* qx, float* dx,
-                                   float* xsum) {
+                                   float* xsum, bool interleave) {
   const int64_t G = K / group;
-  const __m128i perm = _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+  const __m128i perm = interleave ? _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15)
+                                  : _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
   for (int64_t m = 0; m < M; ++m)
     for (int64_t gi = 0; gi < G; ++gi) {
