@@ -96,9 +96,17 @@ LS_VNNI512 void tile_512(const Int4Q8Args& a, const uint8_t* const* rows, const 
   const int64_t K = a.K, g = a.group, G = K / g;
   const __m512i lo4 = _mm512_set1_epi8(0x0F);
   const int8_t* qx = a.qx + m0 * K;
-  __m512 acc[MT];
+  // Float accumulators: registers up to 8 activation rows, a stack buffer beyond (the 16 int32 partial sums
+  // then keep the registers; one load + store per row and group is cheap next to its 8+ vpdpbusd).
+  constexpr bool kMem = MT > 8;
+  __m512 acc[kMem ? 1 : MT];
+  alignas(64) float accm[kMem ? MT : 1][16];
 #pragma GCC unroll 16
-  for (int m = 0; m < MT; ++m) acc[m] = _mm512_setzero_ps();
+  for (int m = 0; m < MT; ++m)
+    if constexpr (kMem)
+      _mm512_store_ps(accm[m], _mm512_setzero_ps());
+    else
+      acc[m] = _mm512_setzero_ps();
   for (int64_t gi = 0; gi < G; ++gi) {
     // [16 rows] int32 per activation row; two chains (even / odd columns) when MT is too small to hide latency
     constexpr int C = MT <= 2 ? 2 : 1;
@@ -128,11 +136,16 @@ LS_VNNI512 void tile_512(const Int4Q8Args& a, const uint8_t* const* rows, const 
       const int64_t i = (m0 + m) * G + gi;
       const __m512i is = C == 2 ? _mm512_add_epi32(isum[0][m], isum[C - 1][m]) : isum[0][m];
       const __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(is), _mm512_set1_ps(a.dx[i]));
-      acc[m] = _mm512_fmadd_ps(mv, _mm512_set1_ps(a.xsum[i]), _mm512_fmadd_ps(p, sv, acc[m]));
+      if constexpr (kMem)
+        _mm512_store_ps(accm[m], _mm512_fmadd_ps(mv, _mm512_set1_ps(a.xsum[i]),
+                                                 _mm512_fmadd_ps(p, sv, _mm512_load_ps(accm[m]))));
+      else
+        acc[m] = _mm512_fmadd_ps(mv, _mm512_set1_ps(a.xsum[i]), _mm512_fmadd_ps(p, sv, acc[m]));
     }
   }
 #pragma GCC unroll 16
-  for (int m = 0; m < MT; ++m) _mm512_mask_storeu_ps(a.y + (m0 + m) * a.N + t, keep, acc[m]);
+  for (int m = 0; m < MT; ++m)
+    _mm512_mask_storeu_ps(a.y + (m0 + m) * a.N + t, keep, kMem ? _mm512_load_ps(accm[m]) : acc[m % (kMem ? 1 : MT)]);
 }
 
 // ---------------------------------------------------------------- AVX-VNNI (256-bit)
@@ -208,6 +221,22 @@ LS_VNNI256 void tile_256(const Int4Q8Args& a, const uint8_t* const* rows, const 
     default: F<8>(__VA_ARGS__); break;   \
   }
 
+#define LS_Q8_CASES16(F, ...)                                    \
+  if (mt <= 8) {                                                 \
+    LS_Q8_CASES(F, __VA_ARGS__)                                  \
+  } else {                                                       \
+    switch (mt) {                                                \
+      case 9: F<9>(__VA_ARGS__); break;                          \
+      case 10: F<10>(__VA_ARGS__); break;                        \
+      case 11: F<11>(__VA_ARGS__); break;                        \
+      case 12: F<12>(__VA_ARGS__); break;                        \
+      case 13: F<13>(__VA_ARGS__); break;                        \
+      case 14: F<14>(__VA_ARGS__); break;                        \
+      case 15: F<15>(__VA_ARGS__); break;                        \
+      default: F<16>(__VA_ARGS__); break;                        \
+    }                                                            \
+  }
+
 }  // namespace
 
 LS_VNNI512 void int4_q8_vnni512(const Int4Q8Args& a, int64_t n0, int64_t n1) {
@@ -228,9 +257,9 @@ LS_VNNI512 void int4_q8_vnni512(const Int4Q8Args& a, int64_t n0, int64_t n1) {
       _mm_prefetch(reinterpret_cast<const char*>(a.mins + (t + 16) * G) + b, _MM_HINT_T0);
     }
     const __mmask16 keep = static_cast<__mmask16>(n1 - t >= 16 ? 0xFFFF : (1u << (n1 - t)) - 1u);
-    for (int64_t m0 = 0; m0 < a.M; m0 += 8) {
-      const int64_t mt = std::min<int64_t>(8, a.M - m0);
-      LS_Q8_CASES(tile_512, a, rows, sf.data(), mf.data(), t, keep, m0, m0 == 0 ? next : nullptr)
+    for (int64_t m0 = 0; m0 < a.M; m0 += 16) {
+      const int64_t mt = std::min<int64_t>(16, a.M - m0);
+      LS_Q8_CASES16(tile_512, a, rows, sf.data(), mf.data(), t, keep, m0, m0 == 0 ? next : nullptr)
     }
   }
 }
