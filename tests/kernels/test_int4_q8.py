@@ -58,7 +58,7 @@ def _check(x: torch.Tensor, u: torch.Tensor, codes: torch.Tensor, scales: torch.
     assert bool(((y - exact).abs() <= round_bound + RTOL * fp_bound + 1e-30).all())
 
 
-@pytest.mark.parametrize("m", [1, 3, 8, 17])
+@pytest.mark.parametrize("m", [1, 3, 8, 12, 17])  # 12: a 9..16-row tile (stack accumulators)
 @pytest.mark.parametrize("group", [32, 64, 128])
 @pytest.mark.parametrize("kmul", [1, 3, 0])  # K = group, 3 * group, 576 (kmul 0)
 @pytest.mark.parametrize("n", [7, 33])
