@@ -31,7 +31,9 @@ def test_quantized_fast_path_agrees_with_reference(tiny_model_dir, recipe: str) 
     toks = _tokens(llm, 3 * 48)
     res = fast_path_agreement(llm, toks, windows=3, prompt_len=16, new_tokens=32)
     assert res["kl_tokens"] == 96
-    assert res["top1_agreement"] >= 0.97  # same weights; only summation order / the prefill path's rounding
+    # same weights; the decode kernels round activations to int8 per group (prefill: the measured dense path).
+    # A random tiny model's logits are nearly tied, so top-1 flips easily: the KL is the sharper check.
+    assert res["top1_agreement"] >= 0.9 and res["kl_mean"] < 1e-2
 
 
 def test_reference_paths_unfuse_and_restore(tiny_model_dir) -> None:

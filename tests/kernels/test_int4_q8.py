@@ -52,8 +52,8 @@ def _check(x: torch.Tensor, u: torch.Tensor, codes: torch.Tensor, scales: torch.
     err = (y - ref).abs()
     assert bool((err <= RTOL * fp_bound + 1e-30).all()), f"vs q8 reference: {(err / fp_bound).max():.3g}"
     _, dx, _ = reference.quantize_q8(x, group)  # [M, G]
-    us = (u.float() * scales.float().repeat_interleave(group, dim=1)).abs()  # [N, K]
-    round_bound = (dx / 2) @ us.reshape(u.shape[0], -1, group).sum(-1).t()  # [M, N]
+    # xsum comes from the rounded activations, so y = sum_k x_hat_k w_k: error <= sum_g dx_g / 2 * sum_{k in g} |w_k|
+    round_bound = (dx / 2) @ w.abs().reshape(u.shape[0], -1, group).sum(-1).t()  # [M, N]
     exact = reference.int4_linear(x, codes, scales, mins, group)
     assert bool(((y - exact).abs() <= round_bound + RTOL * fp_bound + 1e-30).all())
 

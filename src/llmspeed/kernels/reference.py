@@ -49,13 +49,16 @@ def quantize_q8(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor
     """x [M, K] float32 -> (q [M, K/g, g] float32 integers in [-127, 127], dx [M, K/g], xsum [M, K/g]).
 
     Per (row, group): dx = max|x| / 127, q = round-half-even(x * (1 / dx)) (0 when dx == 0), so |x - q dx| <= dx / 2;
-    xsum is the sum of the ORIGINAL x (the min term of int4_linear_q8 stays exact). Same float ops as the C++.
+    xsum = dx * sum(q), the sum of the ROUNDED x: the min term then cancels the offset of u * scale exactly, so
+    int4_linear_q8 computes sum_k x_hat_k w_k and its error is sum_k (x_hat_k - x_k) w_k. (With the exact float
+    sum the error would be sum_k (x_hat_k - x_k) u_k scale, amplified by the codes' offset: ~10x larger on
+    symmetric weights.) Same float ops as the C++.
     """
     xg = x.float().reshape(x.shape[0], -1, group)  # [M, G, g]
     d = xg.abs().amax(dim=-1) / 127.0  # [M, G]
     inv = torch.where(d > 0, torch.ones_like(d) / d, torch.zeros_like(d))
     q = torch.round(xg * inv[..., None]).clamp_(-127.0, 127.0)  # [M, G, g]
-    return q, d, xg.sum(dim=-1)
+    return q, d, d * q.sum(dim=-1)  # exact integer sums (|.| <= 127 g < 2^24), one rounding
 
 
 def int4_linear_q8(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor,

@@ -23,7 +23,10 @@ def _rel(y: torch.Tensor, ref: torch.Tensor) -> float:
 
 # bf16 activations (8-bit mantissa): relative error ~2^-9 per element, ~1e-2 worst case on a matmul
 BF16_TOL = 1.5e-2
-FP32_TOL = 1e-5  # float32 kernels and float32 GEMMs: summation order only
+FP32_TOL = 1e-5  # float32 GEMMs: summation order only
+# decode kernels round activations to int8 per 32 columns (dx = max|x| / 127, error <= dx / 2 per element):
+# ~2e-3 relative on random data (tests/kernels state the element-wise bound)
+Q8_TOL = 1e-2
 
 
 @pytest.mark.parametrize("m", [1, 3, 40])  # 2 x 1, 2 x 3 rows: the kernel; 2 x 40 rows: the prefill path
@@ -38,8 +41,9 @@ def test_int8_matches_dequantized_reference(m: int, k: int, prefill: str) -> Non
     y = q(x)
     assert y.shape == (2, m, 48) and y.dtype == torch.float32
     on_kernel = 2 * m <= 16 or prefill == "kernel"  # without llmspeed's kernels: torch's, bf16 activations
-    bf16 = (on_kernel and not int8_mod.kernels.available()) or (not on_kernel and prefill == "bf16")
-    assert _rel(y, ref) < (BF16_TOL if bf16 else FP32_TOL)
+    tol = (Q8_TOL if int8_mod.kernels.available() else BF16_TOL) if on_kernel else \
+        (BF16_TOL if prefill == "bf16" else FP32_TOL)
+    assert _rel(y, ref) < tol
     # and close to the original float layer: int8 weights lose ~1/254 of each row's range
     assert _rel(y, lin(x)) < 3e-2
 
@@ -67,7 +71,8 @@ def test_int4_matches_dequantized_reference(m: int, group: int, sym: bool, prefi
     x = torch.randn(m, 256)
     w = q.dequantized_weight()
     ref = x @ w.T + lin.bias
-    assert _rel(q(x), ref) < (BF16_TOL if m > 16 and prefill == "bf16" else FP32_TOL)
+    on_kernel = m <= 16 or prefill == "kernel"
+    assert _rel(q(x), ref) < (Q8_TOL if on_kernel else BF16_TOL if prefill == "bf16" else FP32_TOL)
     # the dequantized weight is our own math on the stored codes (float16 params)
     from llmspeed.compress.quant.common import quantize_int4_groups
 

@@ -2,8 +2,9 @@
 
 Storage (persistent buffers, what safetensors holds): `weight_codes` [N, K/2] uint8 (two codes per byte, low
 nibble = even column), `weight_scales` and `weight_mins` [N, K/g] float16; w = u * scale + min, GGUF Q4_1's
-own form. Decode rows run on the kernel (fused dequantization, float32 activations); prefill rows on a dense
-GEMM of the dequantized weight (compress/quant/phase.py). Any N works; K must be a multiple of the group.
+own form. Decode rows run on the kernel (fused dequantization; activations rounded to int8 per group of 32 for
+VNNI dot products, as llama.cpp does); prefill rows on a measured dense GEMM of the dequantized weight
+(compress/quant/phase.py). Any N works; K must be a multiple of the group.
 """
 
 from __future__ import annotations
@@ -87,7 +88,10 @@ class Int4Linear(PhaseAware):
         return kernels.int4_dequantize(self.weight_codes, self.weight_scales, self.weight_mins, self.group)
 
     def kernel_matmul(self, x2: torch.Tensor) -> torch.Tensor:  # [M, K] float32 -> [M, N] float32
-        return kernels.int4_linear(x2, self.weight_codes, self.weight_scales, self.weight_mins, self.group)
+        # activations rounded to int8 per (row, group) for VNNI integer dot products (llama.cpp's Q4_1 x Q8_1);
+        # the min term uses the exact float row sums (kernels/reference.py states the bound)
+        fn = kernels.int4_linear_q8 if self.group % 32 == 0 else kernels.int4_linear
+        return fn(x2, self.weight_codes, self.weight_scales, self.weight_mins, self.group)
 
     def dense_matmul(self, x2: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:  # [M, K] -> [M, N] float32
         w = kernels.int4_dequantize(self.weight_codes, self.weight_scales, self.weight_mins, self.group, dtype)

@@ -1,7 +1,7 @@
 """`int8`: weight-only int8 (per-output-channel symmetric) linear, phase-aware (compress/quant/phase.py).
 
-Decode rows (M <= plan.small_m) run on llmspeed's own int8 kernel (llmspeed/kernels: fused int8 -> float32
-conversion, float32 activations, any K). If the C++ kernels are unavailable they run on
+Decode rows (M <= plan.small_m) run on llmspeed's own int8 kernel (llmspeed/kernels: activations rounded to
+int8 per 32 columns, integer dot products, float32 epilogue; any K). If the C++ kernels are unavailable they run on
 `torch._weight_int8pack_mm` (bf16 activations), which has two hazards on this torch build:
 - K % 16 != 0: it gives wrong results or crashes (DESIGN saw K % 8 on AVX2; on this AVX-512 machine K = 8 and
   24 segfault while every multiple of 16 is exact): the float32 path instead;
@@ -45,8 +45,8 @@ class Int8Linear(Int8Codes, PhaseAware):
         return self._scales_bf16[1]
 
     def kernel_matmul(self, x2: torch.Tensor) -> torch.Tensor:  # [M, K] float32 -> [M, N] float32
-        if kernels.available():
-            return kernels.int8_linear(x2, self.weight_int8, self.scales)
+        if kernels.available():  # activations rounded to int8 per 32 columns: VNNI dot products
+            return kernels.int8_linear_q8(x2, self.weight_int8, self.scales)
         # under torch.compile, runtime/compiled.py has re-aligned every weight eagerly before tracing
         aligned = torch.compiler.is_compiling() or self.weight_int8.data_ptr() % ALIGN == 0
         if self.kernel_ok and aligned:

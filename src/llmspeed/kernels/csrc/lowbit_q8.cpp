@@ -56,14 +56,18 @@ void quantize_q8_portable(const float* x, int64_t M, int64_t K, int64_t group, i
   for (int64_t m = 0; m < M; ++m)
     for (int64_t gi = 0; gi < G; ++gi) {
       const float* xg = x + m * K + gi * group;
-      float amax = 0.0f, s = 0.0f;
-      for (int64_t k = 0; k < group; ++k) amax = std::max(amax, std::fabs(xg[k])), s += xg[k];
+      float amax = 0.0f;
+      for (int64_t k = 0; k < group; ++k) amax = std::max(amax, std::fabs(xg[k]));
       const float d = amax / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
-      dx[m * G + gi] = d, xsum[m * G + gi] = s;
+      int32_t isum = 0;
       for (int64_t k = 0; k < group; ++k) {
         const float q = std::min(127.0f, std::max(-127.0f, std::nearbyint(xg[k] * inv)));  // half-to-even
         qx[m * K + (interleave ? q8_pos(gi * group + k) : gi * group + k)] = static_cast<int8_t>(q);
+        isum += static_cast<int32_t>(q);
       }
+      // xsum of the ROUNDED activations: the min term then cancels the u * scale term's offset exactly, so
+      // y = sum_k x_hat_k w_k and the error is sum_k (x_hat_k - x_k) w_k (no amplification by the code offset)
+      dx[m * G + gi] = d, xsum[m * G + gi] = d * static_cast<float>(isum);
     }
 }
 

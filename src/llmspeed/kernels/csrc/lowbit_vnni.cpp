@@ -279,7 +279,7 @@ LS_VNNI256 void int4_q8_vnni256(const Int4Q8Args& a, int64_t n0, int64_t n1) {
   }
 }
 
-// Per (row, group): dx = max|x| / 127, q = round-half-even(x * (1 / dx)) (0 if dx == 0), xsum = sum x; each 8
+// Per (row, group): dx = max|x| / 127, q = round-half-even(x * (1 / dx)) (0 if dx == 0), xsum = dx * sum q; each 8
 // columns stored as [4 even | 4 odd]. Same float ops as the portable version (so qx, dx are bit-identical).
 LS_VNNI512 void quantize_q8_avx512(const float* x, int64_t M, int64_t K, int64_t group, int8_t* qx, float* dx,
                                    float* xsum, bool interleave) {
@@ -290,20 +290,20 @@ LS_VNNI512 void quantize_q8_avx512(const float* x, int64_t M, int64_t K, int64_t
   for (int64_t m = 0; m < M; ++m)
     for (int64_t gi = 0; gi < G; ++gi) {
       const float* xg = x + m * K + gi * group;
-      __m512 amax = _mm512_setzero_ps(), s = _mm512_setzero_ps();
-      for (int64_t k = 0; k < group; k += 16) {
-        const __m512 v = _mm512_loadu_ps(xg + k);
-        amax = _mm512_max_ps(amax, _mm512_abs_ps(v)), s = _mm512_add_ps(s, v);
-      }
+      __m512 amax = _mm512_setzero_ps();
+      for (int64_t k = 0; k < group; k += 16) amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(xg + k)));
       const float d = _mm512_reduce_max_ps(amax) / 127.0f, inv = d > 0.0f ? 1.0f / d : 0.0f;
-      dx[m * G + gi] = d, xsum[m * G + gi] = _mm512_reduce_add_ps(s);
       const __m512 vi = _mm512_set1_ps(inv);
+      __m512i isum = _mm512_setzero_si512();
       for (int64_t k = 0; k < group; k += 16) {
         __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xg + k), vi));  // nearest-even (MXCSR)
         q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
+        isum = _mm512_add_epi32(isum, q);
         _mm_storeu_si128(reinterpret_cast<__m128i*>(qx + m * K + gi * group + k),
                          _mm_shuffle_epi8(_mm512_cvtepi32_epi8(q), perm));
       }
+      // xsum of the ROUNDED activations (see quantize_q8_portable): exact integer sum, one multiply
+      dx[m * G + gi] = d, xsum[m * G + gi] = d * static_cast<float>(_mm512_reduce_add_epi32(isum));
     }
 }
 
