@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ def profile(
                         trace_path=str(trace) if trace else None, recalibrate=recalibrate)
     if trace is not None and not trace.parent.exists():
         raise FileNotFoundError(f"--trace directory does not exist: {trace.parent}")
+    # a compiled decode graph's C++ kernels then show up in the profiler as `cpp_fused_*` compute ops (instead
+    # of hiding in the graph call's self time, which would count as overhead)
+    os.environ.setdefault("TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE", "1")
     if recalibrate:
         from llmspeed.runtime.phase import forget_plans
 

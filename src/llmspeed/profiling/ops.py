@@ -21,12 +21,13 @@ from torch.autograd.profiler import record_function
 log = logging.getLogger(__name__)
 SCOPE = "llmspeed.module::"  # record_function scopes (not "llmspeed::", the namespace of our kernels)
 GROUPS = ("attention", "mlp", "norm", "lm_head", "sampling", "other")
-# compute kernels: matmuls, attention, softmax, norms, elementwise math (not copies, indexing, allocation)
+# compute kernels: matmuls, attention, softmax, norms, elementwise math (not copies, indexing, allocation);
+# llmspeed's own kernels; inductor's generated C++ kernels (named when `llmspeed profile` compiles the graph)
 COMPUTE_OPS = re.compile(
     r"^aten::(mm|addmm|bmm|baddbmm|matmul|linear|_weight_int\w+|_int_mm|_scaled_dot_product\w*|_?softmax|"
     r"_?log_softmax|rms_norm|_fused_rms_norm|native_layer_norm|layer_norm|mul_?|add_?|sub_?|div_?|silu_?|"
     r"gelu_?|tanh_?|rsqrt_?|sqrt_?|pow_?|mean|sum|exp_?|neg|sigmoid_?|masked_fill_?|where|argmax|max)$"
-    r"|^quantized::|^llmspeed::")
+    r"|^quantized::|^llmspeed::|^(graph_\d+_)?cpp_fused_")
 
 
 def _group_of(mod_name: str, mod: nn.Module) -> str | None:

@@ -28,6 +28,7 @@ from llmspeed.layers.attention import AttnBatch
 log = logging.getLogger(__name__)
 
 MODES = ("default", "max-autotune-no-cudagraphs")
+PROFILE_KERNELS_ENV = "TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE"
 ATTR = "llmspeed_compile"  # model attribute holding the CompileConfig (set by the `compile` recipe step)
 
 
@@ -59,6 +60,8 @@ def _configure_inductor(cfg: CompileConfig) -> None:
 
     ic.fx_graph_cache = True
     ic.cpp_wrapper = cfg.cpp_wrapper
+    if os.environ.get(PROFILE_KERNELS_ENV) == "1":  # `llmspeed profile`: inductor's C++ kernels visible by name
+        ic.cpp.enable_kernel_profile = True
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
     torch._dynamo.config.accumulated_cache_size_limit = max(torch._dynamo.config.accumulated_cache_size_limit, 512)
 
