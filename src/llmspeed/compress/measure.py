@@ -70,15 +70,20 @@ def measure_speed(llm: LLM, cfg: SpeedConfig | None = None) -> Speed:
     if prompt_len < 1:
         raise ValueError(f"new_tokens {cfg.new_tokens} does not fit the context window of {window}")
     short, long = prompt_of(llm, prompt_len), prompt_of(llm, prefill_len)
-    llm.generate(short, max_new_tokens=4, ignore_eos=True)  # warm-up: allocator, thread pool, kernels
-    llm.generate(long, max_new_tokens=1, ignore_eos=True)
-    dec, pre = [], []
-    for _ in range(cfg.repeats):
-        o = llm.generate(short, max_new_tokens=cfg.new_tokens, ignore_eos=True)[0]
-        n = len(o.token_ids)
-        dec.append((n - 1) / o.timings["t_decode"])  # the first new token comes out of prefill
-        o = llm.generate(long, max_new_tokens=1, ignore_eos=True)[0]
-        pre.append(len(o.prompt_token_ids) / o.timings["t_prefill"])
+    cached = llm.engine_config.enable_prefix_cache
+    llm.reset_engine(enable_prefix_cache=False)  # repeats of one prompt would otherwise skip the prefill
+    try:
+        llm.generate(short, max_new_tokens=4, ignore_eos=True)  # warm-up: allocator, thread pool, kernels
+        llm.generate(long, max_new_tokens=1, ignore_eos=True)
+        dec, pre = [], []
+        for _ in range(cfg.repeats):
+            o = llm.generate(short, max_new_tokens=cfg.new_tokens, ignore_eos=True)[0]
+            n = len(o.token_ids)
+            dec.append((n - 1) / o.timings["t_decode"])  # the first new token comes out of prefill
+            o = llm.generate(long, max_new_tokens=1, ignore_eos=True)[0]
+            pre.append(len(o.prompt_token_ids) / o.timings["t_prefill"])
+    finally:
+        llm.reset_engine(enable_prefix_cache=cached)
     return Speed(statistics.median(dec), statistics.median(pre), dec, pre,
                  {"prompt_len": prompt_len, "new_tokens": cfg.new_tokens, "prefill_len": prefill_len,
                   "repeats": cfg.repeats, "threads": torch.get_num_threads()})
@@ -89,7 +94,7 @@ SLOW_CAUSES = {
     "fp16": "fp16 matmul has no native path on most x86 CPUs (needs AVX512-FP16/AMX-FP16)",
     "int8": "int8 weights must be converted for every matmul; it only pays off when weights stream from DRAM",
     "int8-dyn": "per-token activation quantization and fbgemm call overhead exceed the bandwidth saved",
-    "int4": "torch's CPU int4 kernel unpacks nibbles per call (~5 GB/s); prefill dequantizes to fp32 first",
+    "int4": "the int4 kernel unpacks nibbles per call; prefill dequantizes each weight before its GEMM",
     "prune": "unstructured / 2:4 sparsity keeps dense matrices: no sparse kernel on AVX2",
     "svd": "two thinner matmuls cost more calls than they save FLOPs at this size",
 }
