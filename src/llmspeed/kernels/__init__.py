@@ -10,12 +10,15 @@ Entry points (same names, signatures and results as the reference, within float3
 - `int8_linear_q8(x, q, scales) -> [..., N] f32`: int8_linear with x rounded to int8 per (row, 32 columns)
   and AVX512-VNNI dot products (other CPUs: a scalar loop, slow). Matches `reference.int8_linear_q8`.
 - `int4_dequantize(codes, scales, mins, group, dtype=float32) -> [N, K] dtype` (bit-exact with the reference)
+- `paged_decode_attention(q [B, H, D] f32, k_cache, v_cache [Hkv, NSLOTS, D] f32, slots [B, S] i64,
+  n_valid [B] i64, scale) -> [B, H, D] f32`: decode attention reading K/V in place from the paged cache
+  (grouped-query: head h uses kv head h // (H // Hkv); row b attends to keys j < n_valid[b]).
 - `pack_nibbles`, `unpack_nibbles` (pure torch), `available()`, `backend()`.
 
 The first call to any of these (or to `available()`) builds/loads the C++ library once per process; call
 `available()` before `torch.compile` so the build does not happen while tracing. The ops are
-`torch.ops.llmspeed.{int4_linear, int4_linear_q8, int8_linear, int4_dequantize}` with fake (meta) kernels registered here, so
-compiled graphs keep them without graph breaks. `LLMSPEED_KERNELS=0` forces the reference.
+`torch.ops.llmspeed.{int4_linear, int4_linear_q8, int8_linear, int4_dequantize, paged_decode_attention}` with fake
+(meta) kernels registered here, so compiled graphs keep them without graph breaks. `LLMSPEED_KERNELS=0` forces the reference.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from llmspeed.kernels import build, reference
 from llmspeed.kernels.reference import pack_nibbles, unpack_nibbles
 
 __all__ = ["available", "backend", "int4_dequantize", "int4_linear", "int4_linear_q8", "int8_linear", "int8_linear_q8",
-           "pack_nibbles", "unpack_nibbles"]
+           "pack_nibbles", "paged_decode_attention", "unpack_nibbles"]
 
 _ISA_NAMES = {2: "cpp-avx512", 1: "cpp-avx2", 0: "cpp-scalar"}
 _CPP_DEQUANT_DTYPES = (torch.float32, torch.bfloat16)
@@ -39,6 +42,7 @@ _int4_linear_q8: Callable[..., torch.Tensor] | None = None
 _int8_linear_q8: Callable[..., torch.Tensor] | None = None
 _int8_linear: Callable[..., torch.Tensor] | None = None
 _int4_dequantize: Callable[..., torch.Tensor] | None = None
+_paged_decode_attention: Callable[..., torch.Tensor] | None = None
 _cpp = False
 
 
@@ -73,10 +77,21 @@ def _register_fakes() -> None:
     def _(codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, group: int, dtype: torch.dtype) -> torch.Tensor:
         return codes.new_empty((codes.shape[0], codes.shape[1] * 2), dtype=dtype)  # [N, K]
 
+    @torch.library.register_fake("llmspeed::paged_decode_attention")
+    def _(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slots: torch.Tensor, n_valid: torch.Tensor,
+          scale: float) -> torch.Tensor:
+        op = "llmspeed::paged_decode_attention"
+        torch._check(q.dtype == torch.float32 and q.dim() == 3, lambda: f"{op}: q must be a 3-D float32 tensor")
+        torch._check(k_cache.dim() == 3 and k_cache.shape[2] == q.shape[2],
+                     lambda: f"{op}: cache head dim must equal q's head dim")
+        torch._check(slots.dim() == 2 and slots.shape[0] == q.shape[0], lambda: f"{op}: slots must be [B, S]")
+        return q.new_empty(q.shape)  # [B, H, D]
+
 
 def _bind() -> None:
     """Load the C++ kernels (once) and point the entry points at them, or at the reference."""
-    global _int4_linear, _int4_linear_q8, _int8_linear, _int8_linear_q8, _int4_dequantize, _cpp
+    global _int4_linear, _int4_linear_q8, _int8_linear, _int8_linear_q8, _int4_dequantize, _paged_decode_attention
+    global _cpp
     if _int4_linear is not None:
         return
     if build.load():
@@ -86,10 +101,11 @@ def _bind() -> None:
             _bind.faked = True  # type: ignore[attr-defined]
         _int8_linear, _int4_dequantize, _cpp = ops.int8_linear.default, ops.int4_dequantize.default, True
         _int4_linear, _int4_linear_q8 = ops.int4_linear.default, ops.int4_linear_q8.default
-        _int8_linear_q8 = ops.int8_linear_q8.default
+        _int8_linear_q8, _paged_decode_attention = ops.int8_linear_q8.default, ops.paged_decode_attention.default
     else:
         _int8_linear, _int4_dequantize, _cpp = reference.int8_linear, reference.int4_dequantize, False
         _int4_linear, _int4_linear_q8, _int8_linear_q8 = reference.int4_linear, _reference_q8, _reference_q8_int8
+        _paged_decode_attention = reference.paged_decode_attention_ref
 
 
 def available() -> bool:
@@ -156,3 +172,14 @@ def int4_dequantize(codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tenso
     if _cpp and dtype not in _CPP_DEQUANT_DTYPES:  # e.g. float16: float32 in C++, one rounding here
         return _int4_dequantize(codes, scales, mins, group, torch.float32).to(dtype)  # type: ignore[misc]
     return _int4_dequantize(codes, scales, mins, group, dtype)  # type: ignore[misc]
+
+
+def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slots: torch.Tensor,
+                           n_valid: torch.Tensor, scale: float) -> torch.Tensor:
+    """q [B, H, D] float32, k_cache/v_cache [Hkv, NSLOTS, D] float32 (contiguous, head-major), slots [B, S] int64,
+    n_valid [B] int64 (1 <= n_valid[b] <= S) -> [B, H, D] float32: softmax(scale q K^T) V over keys
+    K/V[h // (H // Hkv), slots[b, j]] for j < n_valid[b], read in place (no gather copy). Only
+    slots[b, :n_valid[b]] are read. See reference.paged_decode_attention_ref."""
+    if _paged_decode_attention is None:
+        _bind()
+    return _paged_decode_attention(q, k_cache, v_cache, slots, n_valid, scale)  # type: ignore[misc]

@@ -82,3 +82,23 @@ def int8_linear_q8(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> to
     w = torch.nn.functional.pad(q.float(), (0, k32 - k)).reshape(q.shape[0], -1, 32)  # [N, G, 32]
     isum = torch.einsum("mgk,ngk->mng", xq, w)  # [M, N, G], exact integers
     return (isum * d[:, None, :]).sum(-1) * scales.float()
+
+
+def paged_decode_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slots: torch.Tensor,
+                               n_valid: torch.Tensor, scale: float) -> torch.Tensor:
+    """Decode attention over a paged, head-major KV cache (gather + masked softmax + matmul).
+
+    q [B, H, D] float32 (one new token per row); k_cache, v_cache [Hkv, NSLOTS, D]; slots [B, S] int64 (flat cache
+    slot of key j of row b); n_valid [B] int64 (row b attends to keys j < n_valid[b]; slots beyond are ignored);
+    H % Hkv == 0 and query head h uses kv head h // (H // Hkv). -> [B, H, D] float32.
+    """
+    b, h, d = q.shape
+    hkv, s = k_cache.shape[0], slots.shape[1]
+    mask = torch.arange(s, device=slots.device)[None, :] < n_valid[:, None]  # [B, S]
+    idx = torch.where(mask, slots, torch.zeros_like(slots)).reshape(-1)  # [B*S], padding -> slot 0
+    k = k_cache.float().index_select(1, idx).view(hkv, b, s, d).transpose(0, 1)  # [B, Hkv, S, D]
+    v = v_cache.float().index_select(1, idx).view(hkv, b, s, d).transpose(0, 1)
+    qg = q.float().reshape(b, hkv, h // hkv, d)  # [B, Hkv, G, D]
+    scores = (qg @ k.transpose(-1, -2)) * scale  # [B, Hkv, G, S]
+    scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+    return (torch.softmax(scores, dim=-1) @ v).reshape(b, h, d)
