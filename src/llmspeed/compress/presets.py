@@ -8,6 +8,6 @@ from __future__ import annotations
 
 from llmspeed.compress.api import register_alias
 
-SPEED = "int8-head,int4-g32-asym,compile"
+SPEED = "int8-head,int4-g32-asym,a8,compile"
 
 register_alias("speed", SPEED)

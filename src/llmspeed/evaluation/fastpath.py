@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from llmspeed.compress.quant.phase import PhaseAware, PhasePlan
+from llmspeed.compress.quant.phase import PhaseAware
 from llmspeed.evaluation.agreement import AgreementAccumulator
 from llmspeed.layers.linear import unfused
 from llmspeed.runtime.sequence import SamplingParams
@@ -30,17 +30,17 @@ log = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def reference_paths(model: torch.nn.Module) -> Iterator[None]:
-    """Separate projections and float32 dequantized GEMMs for every row count > 1 (restored afterwards)."""
+    """Separate projections; every quantized linear computes its recipe's math in plain torch (float32 GEMMs on
+    the dequantized weight, plus the `a8` activation rounding where the recipe has it) for every row count."""
     mods = [m for m in model.modules() if isinstance(m, PhaseAware)]
-    saved = [m.plan for m in mods]
     for m in mods:
-        m.plan = PhasePlan(small_m=1, prefill="fp32")
+        m.reference = True
     try:
         with unfused():
             yield
     finally:
-        for m, p in zip(mods, saved, strict=True):
-            m.plan = p
+        for m in mods:
+            m.reference = False
 
 
 def fast_path_agreement(llm: Any, tokens: list[int], windows: int = 8, prompt_len: int = 128,

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from llmspeed import kernels
+
 
 @dataclass
 class AttnBatch:
@@ -35,6 +37,10 @@ def causal_mask(positions: torch.Tensor, num_keys: int) -> torch.Tensor:
     return (keys <= positions.unsqueeze(-1)).unsqueeze(1)
 
 
+def _paged_kernel_ok(q: torch.Tensor, ck: torch.Tensor) -> bool:
+    return q.dtype == torch.float32 and ck.dtype == torch.float32 and kernels.available()
+
+
 def attend(
     q: torch.Tensor,  # [B, T, H, D]
     k: torch.Tensor,  # [B, T, Hkv, D] (new tokens)
@@ -50,6 +56,14 @@ def attend(
         assert meta.slot_mapping is not None
         ck.index_copy_(1, meta.slot_mapping, k.reshape(B * T, Hkv, D).transpose(0, 1).to(ck.dtype))
         cv.index_copy_(1, meta.slot_mapping, v.reshape(B * T, Hkv, D).transpose(0, 1).to(cv.dtype))
+        if T == 1 and meta.kv_range is None and _paged_kernel_ok(q, ck):
+            # batched decode: llmspeed's kernel reads K/V in place through the slot table (no gather copy);
+            # row b's keys are 0..position_b, so it attends to the first position_b + 1 listed slots
+            assert meta.gather_idx is not None and meta.positions is not None
+            n_valid = meta.positions.view(B, T)[:, 0] + 1  # [B]
+            out = kernels.paged_decode_attention(q.reshape(B, H, D).contiguous(), ck, cv, meta.gather_idx, n_valid,
+                                                 scale)  # [B, H, D]
+            return out.reshape(B, 1, H * D)
         if meta.kv_range is not None:
             s0, S = meta.kv_range
             kh = ck[:, s0:s0 + S].unsqueeze(0)  # [1, Hkv, S, D], a view

@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from llmspeed.compress.quant import gptq, int4, int8, int8_dyn, int8_head, mixed  # noqa: F401  (registration)
+from llmspeed.compress.quant import act8, gptq, int4, int8, int8_dyn, int8_head, mixed  # noqa: F401  (registration)

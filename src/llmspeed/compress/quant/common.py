@@ -172,7 +172,7 @@ class Int8Codes(nn.Module):
         if out.bias is not None:
             out.bias = nn.Parameter(torch.cat([m.bias.detach() for m in mods]), requires_grad=False)
         if hasattr(mods[0], "plan"):
-            out.plan = mods[0].plan
+            out.plan, out.act_q8 = mods[0].plan, mods[0].act_q8
         return out
 
     def fusable_with(self, other: nn.Module) -> bool:

@@ -2,9 +2,9 @@
 
 Storage (persistent buffers, what safetensors holds): `weight_codes` [N, K/2] uint8 (two codes per byte, low
 nibble = even column), `weight_scales` and `weight_mins` [N, K/g] float16; w = u * scale + min, GGUF Q4_1's
-own form. Decode rows run on the kernel (fused dequantization; activations rounded to int8 per group of 32 for
-VNNI dot products, as llama.cpp does); prefill rows on a measured dense GEMM of the dequantized weight
-(compress/quant/phase.py). Any N works; K must be a multiple of the group.
+own form. Decode rows run on the kernel (fused dequantization, float32 activations; with the `a8` step,
+activations rounded to int8 per group of 32 for VNNI dot products, as llama.cpp does); prefill rows on a
+measured dense GEMM of the dequantized weight (compress/quant/phase.py). Any N works; K % group == 0.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from llmspeed.compress.quant.common import (
 )
 from llmspeed.compress.quant.phase import PhaseAware
 from llmspeed.compress.quant.swap import restore_linears, swap_linears
+from llmspeed.kernels import reference as kreference
 
 
 class Int4Linear(PhaseAware):
@@ -69,7 +70,7 @@ class Int4Linear(PhaseAware):
             setattr(out, name, torch.cat([getattr(m, name) for m in mods], dim=0))
         if out.bias is not None:
             out.bias = nn.Parameter(torch.cat([m.bias.detach() for m in mods]), requires_grad=False)  # type: ignore[union-attr]
-        out.plan = mods[0].plan
+        out.plan, out.act_q8 = mods[0].plan, mods[0].act_q8
         return out
 
     def fusable_with(self, other: nn.Module) -> bool:
@@ -87,11 +88,18 @@ class Int4Linear(PhaseAware):
     def dequantized_weight(self) -> torch.Tensor:  # [N, K] float32 (exact: u * s + m of float16 values)
         return kernels.int4_dequantize(self.weight_codes, self.weight_scales, self.weight_mins, self.group)
 
+    def _q8(self) -> bool:
+        return self.act_q8 and self.group % 32 == 0
+
     def kernel_matmul(self, x2: torch.Tensor) -> torch.Tensor:  # [M, K] float32 -> [M, N] float32
-        # activations rounded to int8 per (row, group) for VNNI integer dot products (llama.cpp's Q4_1 x Q8_1);
-        # the min term uses the exact float row sums (kernels/reference.py states the bound)
-        fn = kernels.int4_linear_q8 if self.group % 32 == 0 else kernels.int4_linear
+        # `a8`: activations rounded to int8 per (row, group), VNNI integer dot products (llama.cpp's Q4_1 x Q8_1)
+        fn = kernels.int4_linear_q8 if self._q8() else kernels.int4_linear
         return fn(x2, self.weight_codes, self.weight_scales, self.weight_mins, self.group)
+
+    def reference_matmul(self, x2: torch.Tensor) -> torch.Tensor:  # the recipe's math in plain torch
+        if self._q8():
+            return kreference.int4_linear_q8(x2, self.weight_codes, self.weight_scales, self.weight_mins, self.group)
+        return self.dense_matmul(x2, torch.float32)
 
     def dense_matmul(self, x2: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:  # [M, K] -> [M, N] float32
         w = kernels.int4_dequantize(self.weight_codes, self.weight_scales, self.weight_mins, self.group, dtype)

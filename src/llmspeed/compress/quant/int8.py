@@ -1,8 +1,9 @@
 """`int8`: weight-only int8 (per-output-channel symmetric) linear, phase-aware (compress/quant/phase.py).
 
-Decode rows (M <= plan.small_m) run on llmspeed's own int8 kernel (llmspeed/kernels: activations rounded to
-int8 per 32 columns, integer dot products, float32 epilogue; any K). If the C++ kernels are unavailable they run on
-`torch._weight_int8pack_mm` (bf16 activations), which has two hazards on this torch build:
+Decode rows (M <= plan.small_m) run on llmspeed's own int8 kernel (llmspeed/kernels: float32 activations; with
+the `a8` step, activations rounded to int8 per 32 columns and integer dot products; any K). If the C++
+kernels are unavailable they run on `torch._weight_int8pack_mm` (bf16 activations), which has two hazards
+on this torch build:
 - K % 16 != 0: it gives wrong results or crashes (DESIGN saw K % 8 on AVX2; on this AVX-512 machine K = 8 and
   24 segfault while every multiple of 16 is exact): the float32 path instead;
 - it segfaults on a weight whose address is not 64-byte aligned (safetensors hands out tensors at file
@@ -23,6 +24,7 @@ from llmspeed.compress.api import StepReport, register_step
 from llmspeed.compress.quant.common import ALIGN, Int8Codes
 from llmspeed.compress.quant.phase import PhaseAware
 from llmspeed.compress.quant.swap import restore_linears, swap_linears
+from llmspeed.kernels import reference as kreference
 
 KERNEL_K_MULTIPLE = 16  # K torch's int8 kernel handles safely on both AVX2 and AVX-512 builds
 
@@ -45,12 +47,18 @@ class Int8Linear(Int8Codes, PhaseAware):
         return self._scales_bf16[1]
 
     def kernel_matmul(self, x2: torch.Tensor) -> torch.Tensor:  # [M, K] float32 -> [M, N] float32
-        if kernels.available():  # activations rounded to int8 per 32 columns: VNNI dot products
-            return kernels.int8_linear_q8(x2, self.weight_int8, self.scales)
+        if kernels.available():  # `a8`: activations rounded to int8 per 32 columns, VNNI dot products
+            fn = kernels.int8_linear_q8 if self.act_q8 else kernels.int8_linear
+            return fn(x2, self.weight_int8, self.scales)
         # under torch.compile, runtime/compiled.py has re-aligned every weight eagerly before tracing
         aligned = torch.compiler.is_compiling() or self.weight_int8.data_ptr() % ALIGN == 0
         if self.kernel_ok and aligned:
             return torch._weight_int8pack_mm(x2.to(torch.bfloat16), self.weight_int8, self.scales_bf16()).float()
+        return self.dense_matmul(x2, torch.float32)
+
+    def reference_matmul(self, x2: torch.Tensor) -> torch.Tensor:  # the recipe's math in plain torch
+        if self.act_q8:
+            return kreference.int8_linear_q8(x2, self.weight_int8, self.scales)
         return self.dense_matmul(x2, torch.float32)
 
     def dense_matmul(self, x2: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:  # [M, K] -> [M, N] float32

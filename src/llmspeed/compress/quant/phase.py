@@ -40,6 +40,11 @@ class PhaseAware(nn.Module):
     in_features: int
     out_features: int
     plan = PhasePlan()  # class default (exact float32 prefill) until runtime.phase measured this machine
+    act_q8 = False  # decode kernels on int8 activations (the `a8` recipe step)
+    reference = False  # set by evaluation.fastpath.reference_paths: plain-torch math of the recipe, every row
+
+    def reference_matmul(self, x2: torch.Tensor) -> torch.Tensor:  # [M, K] float32 -> [M, N] float32
+        return self.dense_matmul(x2, torch.float32)
 
     def kernel_matmul(self, x2: torch.Tensor) -> torch.Tensor:  # [M, K] float32 -> [M, N] float32
         raise NotImplementedError
@@ -54,7 +59,9 @@ class PhaseAware(nn.Module):
         shape = x.shape
         x2 = x.reshape(-1, self.in_features).float()  # [M, K]
         plan = self.plan
-        if x2.shape[0] <= plan.small_m or plan.prefill == "kernel":
+        if self.reference:
+            y = self.reference_matmul(x2)
+        elif x2.shape[0] <= plan.small_m or plan.prefill == "kernel":
             y = self.kernel_matmul(x2.contiguous())
         else:
             y = self.dense_matmul(x2, torch.bfloat16 if plan.prefill == "bf16" else torch.float32)
