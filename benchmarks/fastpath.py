@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=250)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--against", default="", help="compare with this model's plain forward instead (e.g. default)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -38,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         compress_(llm, args.recipe)
     tokens = llm.tokenizer.encode(eval_plays().text[:400_000])
     t0 = time.perf_counter()
-    res = fast_path_agreement(llm, tokens, args.windows, args.prompt_len, args.new_tokens)
-    res.update(model=args.model, recipe=llm.recipe, seconds=round(time.perf_counter() - t0, 1))
+    original = llmspeed.load(args.against, threads=args.threads) if args.against else None
+    res = fast_path_agreement(llm, tokens, args.windows, args.prompt_len, args.new_tokens, original=original)
+    res.update(model=args.model, recipe=llm.recipe, reference=args.against or "same recipe, plain torch",
+               seconds=round(time.perf_counter() - t0, 1))
     sys.stdout.write(json.dumps(res, indent=1) + "\n")
     return 0
 

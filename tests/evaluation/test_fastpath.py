@@ -53,3 +53,14 @@ def test_too_few_tokens_is_an_error(tiny_llm: llmspeed.LLM) -> None:
     with pytest.raises(ValueError, match="need 80 tokens"):
         fast_path_agreement(tiny_llm, list(range(10)), windows=2, prompt_len=16, new_tokens=24)
     assert torch.is_grad_enabled()
+
+
+def test_against_the_original_model(tiny_model_dir) -> None:
+    orig = llmspeed.load(tiny_model_dir("llama"))
+    llm = llmspeed.load(tiny_model_dir("llama"))
+    compress_(llm, "int4-g32-asym,a8")
+    toks = _tokens(llm, 2 * 40)
+    same = fast_path_agreement(llm, toks, windows=2, prompt_len=16, new_tokens=24)
+    vs_orig = fast_path_agreement(llm, toks, windows=2, prompt_len=16, new_tokens=24, original=orig)
+    assert vs_orig["kl_tokens"] == same["kl_tokens"] == 48
+    assert vs_orig["kl_mean"] > same["kl_mean"]  # int4 weights differ from the original; the fast path does not

@@ -44,11 +44,13 @@ def reference_paths(model: torch.nn.Module) -> Iterator[None]:
 
 
 def fast_path_agreement(llm: Any, tokens: list[int], windows: int = 8, prompt_len: int = 128,
-                        new_tokens: int = 250) -> dict[str, Any]:
+                        new_tokens: int = 250, original: Any = None) -> dict[str, Any]:
     """Teacher-forced engine steps vs the reference on `windows` disjoint windows of `tokens`.
 
     Returns top-1 agreement and KL over all windows * new_tokens predictions (step 0 of each window is the
-    prefill's last position; the rest are decode steps) plus the decode-only agreement.
+    prefill's last position; the rest are decode steps) plus the decode-only agreement. With `original` (e.g. the
+    float32 model the recipe came from), the reference is that model's plain forward instead: the quality of
+    what decode really computes, against the original, on the same teacher-forced steps.
     """
     span = prompt_len + new_tokens
     if len(tokens) < windows * span:
@@ -58,8 +60,9 @@ def fast_path_agreement(llm: Any, tokens: list[int], windows: int = 8, prompt_le
     try:
         for w in range(windows):
             ids = tokens[w * span:(w + 1) * span]
-            with reference_paths(llm.model):
-                ref = llm.logits(torch.tensor([ids[:-1]]))[0, prompt_len - 1:]  # [new_tokens, V]
+            ref_llm = original if original is not None else llm
+            with reference_paths(ref_llm.model):
+                ref = ref_llm.logits(torch.tensor([ids[:-1]]))[0, prompt_len - 1:]  # [new_tokens, V]
             ref_lp = F.log_softmax(ref.float(), -1)
             got: list[torch.Tensor] = []
             engine.on_logits = lambda batch, logits, got=got: got.append(logits[0].float().clone())  # [V]
