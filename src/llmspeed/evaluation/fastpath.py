@@ -57,6 +57,8 @@ def fast_path_agreement(llm: Any, tokens: list[int], windows: int = 8, prompt_le
         raise ValueError(f"need {windows * span} tokens for {windows} windows of {span}, got {len(tokens)}")
     engine = llm.reset_engine(enable_prefix_cache=False, max_batch=1)
     all_acc, dec_acc = AgreementAccumulator(), AgreementAccumulator()
+    nll_fast: list[torch.Tensor] = []
+    nll_ref: list[torch.Tensor] = []
     try:
         for w in range(windows):
             ids = tokens[w * span:(w + 1) * span]
@@ -75,6 +77,9 @@ def fast_path_agreement(llm: Any, tokens: list[int], windows: int = 8, prompt_le
             fast_lp = F.log_softmax(torch.stack(got), -1)  # [new_tokens, V]
             if fast_lp.shape != ref_lp.shape:
                 raise RuntimeError(f"engine produced {fast_lp.shape[0]} steps, expected {ref_lp.shape[0]}")
+            truth = torch.tensor(ids[prompt_len:])  # [new_tokens]: the text's next tokens (teacher forcing)
+            nll_fast.append(-fast_lp.gather(1, truth[:, None])[:, 0])
+            nll_ref.append(-ref_lp.gather(1, truth[:, None])[:, 0])
             all_acc.add(ref_lp, fast_lp)
             dec_acc.add(ref_lp[1:], fast_lp[1:])
             log.info("fast-path window %d/%d: top-1 %.4f so far", w + 1, windows, all_acc.agree / all_acc.count)
@@ -82,5 +87,9 @@ def fast_path_agreement(llm: Any, tokens: list[int], windows: int = 8, prompt_le
         engine.on_logits = None
     out = all_acc.report()
     out["decode_top1_agreement"] = dec_acc.report()["top1_agreement"]
+    # perplexity of the text's next tokens as the ENGINE's steps predict them vs as the reference does
+    out["ppl_fast"] = float(torch.cat(nll_fast).double().mean().exp()) if nll_fast else float("nan")
+    out["ppl_reference"] = float(torch.cat(nll_ref).double().mean().exp()) if nll_ref else float("nan")
+    out["delta_ppl_pct"] = 100.0 * (out["ppl_fast"] / out["ppl_reference"] - 1.0)
     out.update(windows=windows, prompt_len=prompt_len, new_tokens=new_tokens)
     return out
