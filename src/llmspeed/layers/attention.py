@@ -21,13 +21,15 @@ class AttnBatch:
     slot_mapping: torch.Tensor | None = None  # [B*T] int64: flat cache slot for each new token's K/V
     gather_idx: torch.Tensor | None = None  # [B, S] int64: flat cache slots of keys 0..S-1 per row
     kv_range: tuple[int, int] | None = None  # B == 1 with contiguous blocks: (first slot, S) -> a view, no gather
+    causal: bool = False  # keys are exactly this call's tokens, query t sees keys 0..t: SDPA is_causal, no gather
 
     @staticmethod
     def no_cache(batch: int, seq_len: int, lengths: torch.Tensor | None = None) -> AttnBatch:
         """Causal self-attention over the given tokens only (right-padded rows when `lengths` is given)."""
         pos = torch.arange(seq_len).unsqueeze(0).expand(batch, seq_len)  # [B, T]
-        if lengths is not None:
-            pos = torch.where(pos < lengths.unsqueeze(1), pos, torch.zeros_like(pos))
+        if lengths is None:  # full rows: plain causal attention (SDPA skips the masked half)
+            return AttnBatch(positions=pos, mask=None, causal=True)
+        pos = torch.where(pos < lengths.unsqueeze(1), pos, torch.zeros_like(pos))
         return AttnBatch(positions=pos, mask=causal_mask(pos, seq_len))
 
 
@@ -64,7 +66,9 @@ def attend(
             out = kernels.paged_decode_attention(q.reshape(B, H, D).contiguous(), ck, cv, meta.gather_idx, n_valid,
                                                  scale)  # [B, H, D]
             return out.reshape(B, 1, H * D)
-        if meta.kv_range is not None:
+        if meta.causal:  # a fresh prompt: its keys are the new tokens themselves (already written to the cache)
+            kh, vh = k.transpose(1, 2), v.transpose(1, 2)  # [B, Hkv, T, D]
+        elif meta.kv_range is not None:
             s0, S = meta.kv_range
             kh = ck[:, s0:s0 + S].unsqueeze(0)  # [1, Hkv, S, D], a view
             vh = cv[:, s0:s0 + S].unsqueeze(0)
@@ -86,6 +90,10 @@ def attend(
             scores = scores.masked_fill(~meta.mask.view(B, 1, 1, -1), float("-inf"))
         probs = torch.softmax(scores, dim=-1).to(vh.dtype)
         return (probs @ vh).reshape(B, 1, H * D)  # [B, Hkv, G, D] -> [B, 1, H*D]
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), kh, vh, attn_mask=meta.mask, scale=scale,
-                                         enable_gqa=H != Hkv)  # [B, H, T, D]
+    if meta.causal:
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), kh, vh, is_causal=True, scale=scale,
+                                             enable_gqa=H != Hkv)  # [B, H, T, D]
+    else:
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), kh, vh, attn_mask=meta.mask, scale=scale,
+                                             enable_gqa=H != Hkv)  # [B, H, T, D]
     return out.transpose(1, 2).reshape(B, T, H * D)  # [B, T, H*D]

@@ -188,8 +188,10 @@ class Engine:
             slot_map[b, :n] = torch.tensor(slots[start:])
             gather[b, : s.num_tokens] = torch.tensor(slots)
         uniform_decode = T == 1 and min(lens) == S  # every row attends to all S keys: no mask needed
-        meta = AttnBatch(positions=pos, mask=None if uniform_decode else causal_mask(pos, S),
-                         slot_mapping=slot_map.view(-1), gather_idx=gather)
+        # fresh equal-length prompts (no cached prefix, no padding): plain causal attention over the new tokens
+        fresh = T > 1 and all(s.num_computed == 0 and len(n) == T for s, n in zip(seqs, news, strict=True))
+        meta = AttnBatch(positions=pos, mask=None if uniform_decode or fresh else causal_mask(pos, S),
+                         slot_mapping=slot_map.view(-1), gather_idx=gather, causal=fresh)
         last = torch.tensor([len(n) - 1 for n in news])
         return ids, meta, last
 
