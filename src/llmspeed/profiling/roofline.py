@@ -88,8 +88,9 @@ def last_level_cache_bytes() -> int:
     return best
 
 
-def _best_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up (page faults, thread pool start)
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    """Best of `repeats` timed calls after one warm-up call (page faults, thread pools, first-call caches)."""
+    fn()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -103,8 +104,8 @@ def measure_bandwidth(buffer_bytes: int, repeats: int = 5) -> tuple[float, float
     n = buffer_bytes // 4
     src = torch.ones(n, dtype=torch.float32)
     dst = torch.empty_like(src)
-    t_copy = _best_time(lambda: dst.copy_(src), repeats)
-    t_sum = _best_time(lambda: src.sum(), repeats)
+    t_copy = best_time(lambda: dst.copy_(src), repeats)
+    t_sum = best_time(lambda: src.sum(), repeats)
     return 2 * buffer_bytes / t_copy / 1e9, buffer_bytes / t_sum / 1e9
 
 
@@ -115,7 +116,7 @@ def measure_matmul_gflops(n: int, dtype: torch.dtype, repeats: int = 5, budget_s
     torch.mm(a, b)
     first = time.perf_counter() - t0
     reps = max(1, min(repeats, int(budget_s / max(first, 1e-6))))  # a slow dtype gets fewer repeats
-    return 2 * n**3 / _best_time(lambda: torch.mm(a, b), reps) / 1e9
+    return 2 * n**3 / best_time(lambda: torch.mm(a, b), reps) / 1e9
 
 
 def measure(cfg: CalibrationConfig | None = None) -> Calibration:

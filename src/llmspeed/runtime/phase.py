@@ -18,7 +18,6 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -26,12 +25,14 @@ from torch import nn
 
 from llmspeed.compress.quant.common import fast_half_matmul
 from llmspeed.compress.quant.phase import PREFILL_PATHS, PhaseAware, PhasePlan
+from llmspeed.profiling.roofline import best_time
 
 log = logging.getLogger(__name__)
 
 PREFILL_ROWS = 256
 SMALL_M_CANDIDATES = (8, 16, 32, 64)
 ENV = "LLMSPEED_PREFILL"
+REPS = 5  # timed calls per candidate (best of), after one warm-up
 
 
 def _cache_file() -> Path:
@@ -64,16 +65,6 @@ def forget_plans() -> None:
         path.write_text(json.dumps(cache, indent=1, sort_keys=True))
 
 
-def _time(fn: Callable[[], object], reps: int = 5) -> float:
-    fn()  # warm-up (first-call allocations, weight conversion caches)
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def choose_plan(prefill_times: dict[str, float], kernel_times: dict[int, float],
                 dense_times: dict[int, float]) -> PhasePlan:
     """Pure decision from measured seconds: fastest prefill path; largest M where the kernel still wins."""
@@ -95,16 +86,16 @@ def measure_plan(mod: PhaseAware) -> PhasePlan:
     dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32}
     x = torch.randn(PREFILL_ROWS, K, generator=gen)  # [M, K]
     with torch.inference_mode():
-        prefill = {p: _time(lambda p=p: mod.kernel_matmul(x) if p == "kernel" else mod.dense_matmul(x, dtypes[p]))
-                   for p in paths}
+        prefill = {p: best_time(lambda p=p: mod.kernel_matmul(x) if p == "kernel" else mod.dense_matmul(x, dtypes[p]),
+                                REPS) for p in paths}
         best = min(prefill, key=lambda p: prefill[p])
         kern: dict[int, float] = {}
         dense: dict[int, float] = {}
         if best != "kernel":
             for m in SMALL_M_CANDIDATES:
                 xm = x[:m].contiguous()
-                kern[m] = _time(lambda xm=xm: mod.kernel_matmul(xm))
-                dense[m] = _time(lambda xm=xm: mod.dense_matmul(xm, dtypes[best]))
+                kern[m] = best_time(lambda xm=xm: mod.kernel_matmul(xm), REPS)
+                dense[m] = best_time(lambda xm=xm: mod.dense_matmul(xm, dtypes[best]), REPS)
     return choose_plan(prefill, kern, dense)
 
 
