@@ -84,3 +84,16 @@ void quantize_q8_avx512(const float* x, int64_t M, int64_t K, int64_t group, int
                         bool interleave = true);
 
 }  // namespace llmspeed
+
+// Dispatch a row count mt (1..8) to the template instance F<mt> (row tiles of the x86 kernels).
+#define LS_CASES8(F, ...)                \
+  switch (mt) {                          \
+    case 1: F<1>(__VA_ARGS__); break;    \
+    case 2: F<2>(__VA_ARGS__); break;    \
+    case 3: F<3>(__VA_ARGS__); break;    \
+    case 4: F<4>(__VA_ARGS__); break;    \
+    case 5: F<5>(__VA_ARGS__); break;    \
+    case 6: F<6>(__VA_ARGS__); break;    \
+    case 7: F<7>(__VA_ARGS__); break;    \
+    default: F<8>(__VA_ARGS__); break;   \
+  }

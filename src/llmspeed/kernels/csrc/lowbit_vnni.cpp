@@ -209,21 +209,9 @@ LS_VNNI256 void tile_256(const Int4Q8Args& a, const uint8_t* const* rows, const 
   for (int m = 0; m < MT; ++m) _mm256_maskstore_ps(a.y + (m0 + m) * a.N + t, keep, acc[m]);
 }
 
-#define LS_Q8_CASES(F, ...)              \
-  switch (mt) {                          \
-    case 1: F<1>(__VA_ARGS__); break;    \
-    case 2: F<2>(__VA_ARGS__); break;    \
-    case 3: F<3>(__VA_ARGS__); break;    \
-    case 4: F<4>(__VA_ARGS__); break;    \
-    case 5: F<5>(__VA_ARGS__); break;    \
-    case 6: F<6>(__VA_ARGS__); break;    \
-    case 7: F<7>(__VA_ARGS__); break;    \
-    default: F<8>(__VA_ARGS__); break;   \
-  }
-
 #define LS_Q8_CASES16(F, ...)                                    \
   if (mt <= 8) {                                                 \
-    LS_Q8_CASES(F, __VA_ARGS__)                                  \
+    LS_CASES8(F, __VA_ARGS__)                                  \
   } else {                                                       \
     switch (mt) {                                                \
       case 9: F<9>(__VA_ARGS__); break;                          \
@@ -274,7 +262,7 @@ LS_VNNI256 void int4_q8_vnni256(const Int4Q8Args& a, int64_t n0, int64_t n1) {
     const uint8_t* next = t + 16 <= n1 ? a.codes + (t + 8) * (a.K / 2) : nullptr;
     for (int64_t m0 = 0; m0 < a.M; m0 += 4) {
       const int64_t mt = std::min<int64_t>(4, a.M - m0);
-      LS_Q8_CASES(tile_256, a, rows, st.data(), mt_.data(), t, nkeep, m0, m0 == 0 ? next : nullptr)
+      LS_CASES8(tile_256, a, rows, st.data(), mt_.data(), t, nkeep, m0, m0 == 0 ? next : nullptr)
     }
   }
 }

@@ -218,17 +218,6 @@ inline void tile_rows(const Args& a, int64_t n0, int64_t n1, const Row& row) {
     for (int64_t m0 = 0; m0 < a.M; m0 += TMAX) row(n, m0, a.M - m0 < TMAX ? a.M - m0 : TMAX);
 }
 
-#define LS_CASES8(F, ...)                \
-  switch (mt) {                          \
-    case 1: F<1>(__VA_ARGS__); break;    \
-    case 2: F<2>(__VA_ARGS__); break;    \
-    case 3: F<3>(__VA_ARGS__); break;    \
-    case 4: F<4>(__VA_ARGS__); break;    \
-    case 5: F<5>(__VA_ARGS__); break;    \
-    case 6: F<6>(__VA_ARGS__); break;    \
-    case 7: F<7>(__VA_ARGS__); break;    \
-    default: F<8>(__VA_ARGS__); break;   \
-  }
 #define LS_CASES4(F, ...)                \
   switch (mt) {                          \
     case 1: F<1>(__VA_ARGS__); break;    \
