@@ -11,23 +11,13 @@ import pytest
 import torch
 
 from llmspeed import kernels
-from llmspeed.kernels import build, reference
+from llmspeed.kernels import reference
 
 RTOL = 1e-5
 
 
-def _isas() -> list[int]:
-    assert kernels.available(), f"C++ kernels failed to build/load: {build.status()}"
-    return sorted({int(torch.ops.llmspeed.isa(-1)), 0}, reverse=True)  # the op has AVX-512 and scalar paths
-
-
-@pytest.fixture(params=_isas(), ids=lambda i: {2: "avx512", 1: "avx2", 0: "scalar"}[i])
-def isa(request):
-    ops = torch.ops.llmspeed
-    detected = int(ops.isa(-1))
-    ops.isa(request.param)
-    yield request.param
-    ops.isa(detected)
+def isa_levels(detected: int) -> list[int]:  # the op has AVX-512 and scalar paths (conftest's `isa`)
+    return sorted({detected, 0}, reverse=True)
 
 
 def _case(b: int, h: int, hkv: int, d: int, s: int, seed: int = 0, nslots: int | None = None):

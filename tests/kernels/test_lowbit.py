@@ -28,19 +28,6 @@ def ops():
     return torch.ops.llmspeed
 
 
-def _isas() -> list[int]:
-    assert kernels.available(), f"C++ kernels failed to build/load: {build.status()}"
-    return list(range(int(torch.ops.llmspeed.isa(-1)), -1, -1))  # e.g. [2, 1, 0]: avx512, avx2, scalar
-
-
-@pytest.fixture(params=_isas(), ids=lambda i: {2: "avx512", 1: "avx2", 0: "scalar"}[i])
-def isa(request, ops):
-    detected = int(ops.isa(-1))
-    ops.isa(request.param)
-    yield request.param
-    ops.isa(detected)
-
-
 def _int4(n: int, k: int, group: int, codes: str = "random", seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     if codes == "random":
