@@ -11,12 +11,14 @@ with random n_valid). Reports best-of-N and median µs per call (the machine is 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import timed
 
 from llmspeed import kernels
 from llmspeed.kernels import reference
@@ -24,14 +26,8 @@ from llmspeed.kernels import reference
 
 def time_calls(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
     """(best, median) seconds per call over `repeats` calls after 3 warm-up calls."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), statistics.median(times)
+    median, _, times = timed(fn, repeats, warmup=3)
+    return min(times), median
 
 
 def main(argv: list[str] | None = None) -> None:
