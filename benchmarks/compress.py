@@ -32,7 +32,7 @@ QUICK = ["int8", "int4-g32"]
 
 
 def _speed(llm: Any, args: argparse.Namespace) -> dict[str, float]:
-    from llmspeed.compress.measure import SpeedConfig, measure_speed, prompt_of
+    from llmspeed.bench.quick import SpeedConfig, measure_speed, prompt_of
 
     s = measure_speed(llm, SpeedConfig(prompt_len=128, new_tokens=args.new_tokens, prefill_len=512,
                                        repeats=args.repeats))
@@ -51,7 +51,7 @@ def _hf_decode(model: str, new_tokens: int, repeats: int) -> float | None:
     try:
         from llmspeed.bench.baselines.hf import HFBackend
         from llmspeed.bench.config import Scenario
-        from llmspeed.compress.measure import FILLER
+        from llmspeed.bench.quick import FILLER
     except ImportError as e:
         logging.warning("HF baseline unavailable: %s", e)
         return None
@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     recipes = args.recipes.split(";") if args.recipes else (QUICK if args.quick else FULL)
 
     import llmspeed
+    from llmspeed.bench.quick import model_size_mb, slow_cause
     from llmspeed.compress.api import Recipe
-    from llmspeed.compress.measure import model_size_mb, slow_cause
 
     orig = llmspeed.load(args.model, threads=args.threads)
     rows: list[dict[str, Any]] = [{"recipe": "fp32 (original)", "size_mb": model_size_mb(orig.model), **_speed(orig, args)}]

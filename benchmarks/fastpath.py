@@ -30,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     import llmspeed
-    from llmspeed.compress.api import compress_
-    from llmspeed.evaluation.datasets import eval_plays
+    from llmspeed.data.texts import eval_plays
     from llmspeed.evaluation.fastpath import fast_path_agreement
+    from llmspeed.llm import compress_
 
     llm = llmspeed.load(args.model, threads=args.threads)
     if args.recipe:

@@ -13,7 +13,7 @@ __all__ = ["LLM", "EngineConfig", "Recipe", "SamplingParams", "__version__", "co
 _LAZY = {
     "LLM": ("llmspeed.llm", "LLM"),
     "load": ("llmspeed.llm", "load"),
-    "compress_": ("llmspeed.compress.api", "compress_"),
+    "compress_": ("llmspeed.llm", "compress_"),
     "Recipe": ("llmspeed.compress.api", "Recipe"),
     "evaluate": ("llmspeed.evaluation.api", "evaluate"),
     "SamplingParams": ("llmspeed.runtime.sequence", "SamplingParams"),

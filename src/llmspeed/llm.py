@@ -1,8 +1,15 @@
-"""`LLM`: a loaded model + tokenizer + the engine; what `llmspeed.load` returns."""
+"""`LLM`: a loaded model + tokenizer + the engine; what `llmspeed.load` returns. The one composer.
+
+It wires the layers together and is the only place that knows all of them: it hands compress's
+`restore_structure` to the model loader, turns the recipe's run-time tokens (`a8`, `compile`) and the user's
+overrides into the runtime's `RuntimeOptions`, and keeps one compiled decode step across engines.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,8 +21,13 @@ from torch import nn
 
 from llmspeed.models.config import ModelConfig
 from llmspeed.models.tokenizer import Tokenizer
-from llmspeed.runtime.engine import Engine, EngineConfig, prepare_model
+from llmspeed.runtime.compiled import CompileConfig, CompiledDecode
+from llmspeed.runtime.engine import Engine, EngineConfig
+from llmspeed.runtime.options import RuntimeOptions
+from llmspeed.runtime.plans import prepare_model
 from llmspeed.runtime.sequence import SamplingParams, Sequence
+
+PREFILL_ENV = "LLMSPEED_PREFILL"  # `llmspeed --prefill-path` sets it for the process and its workers
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +46,39 @@ class GenerationOutput:
                 "timings": self.timings}
 
 
+def runtime_options(recipe: list[str], prefill: str | None = None) -> RuntimeOptions:
+    """The recipe's run-time tokens (`a8`, `compile...`) and the prefill override as RuntimeOptions.
+
+    `prefill=None` reads $LLMSPEED_PREFILL (default `auto`: measured per machine).
+    """
+    from llmspeed.compress.api import Recipe
+    from llmspeed.compress.compile_step import CompileStepConfig
+    from llmspeed.compress.quant.act8 import Act8Config
+
+    cfgs = [cfg for _, _, cfg in Recipe.parse(recipe).specs()] if recipe else []
+    comp = [c for c in cfgs if isinstance(c, CompileStepConfig)]
+    compile_cfg = None
+    if comp:
+        compile_cfg = CompileConfig(bucket=comp[-1].bucket, mode=comp[-1].mode, cpp_wrapper=comp[-1].cpp_wrapper)
+    if prefill is None:
+        prefill = os.environ.get(PREFILL_ENV, "").strip().lower() or "auto"
+    return RuntimeOptions(act_q8=any(isinstance(c, Act8Config) for c in cfgs), compile=compile_cfg, prefill=prefill)
+
+
 class LLM:
     def __init__(self, model: nn.Module, tokenizer: Tokenizer, recipe: list[str] | None = None,
-                 source: str = "", engine_config: EngineConfig | None = None) -> None:
+                 source: str = "", engine_config: EngineConfig | None = None, prefill: str | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.recipe: list[str] = list(recipe or [])
         self.source = source
         self.engine_config = engine_config or EngineConfig()
+        self._prefill = prefill
+        self.options = runtime_options(self.recipe, prefill)
         self._engine: Engine | None = None
+        self._decode: CompiledDecode | None = None  # kept across engines: a rebuilt engine does not recompile
         self.last_output: GenerationOutput | None = None
-        prepare_model(model)  # logits() and the engine then run the same kernels
+        prepare_model(model, self.options)  # logits() and the engine then run the same kernels
 
     @property
     def config(self) -> ModelConfig:
@@ -57,16 +91,38 @@ class LLM:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = Engine(self.model, self.tokenizer, self.engine_config)
+            comp = self.options.compile
+            if comp is None:
+                self._decode = None
+            elif self._decode is None or self._decode.cfg != comp:
+                self._decode = CompiledDecode(self.model, comp)
+            self._engine = Engine(self.model, self.tokenizer, self.engine_config, self.options, self._decode)
         return self._engine
 
     def reset_engine(self, **changes: Any) -> Engine:
         """Rebuild the engine (e.g. after compression changed the model, or for a larger KV cache)."""
-        import dataclasses
-
         self.engine_config = dataclasses.replace(self.engine_config, **changes)
         self._engine = None
         return self.engine
+
+    def compress_(self, recipe: Any, calib: Any = None, progress: bool = True) -> list[Any]:
+        """Apply a recipe (string or `Recipe`) to this model in place; record its explicit steps; rebuild the engine.
+
+        Steps that need calibration data get the calibration plays through this model's tokenizer unless `calib`
+        is given. Returns one `StepReport` per step.
+        """
+        from llmspeed.compress.api import Recipe, compress_
+        from llmspeed.compress.calibration import get_calibration
+
+        rec = Recipe.parse(recipe)
+        if calib is None and rec.needs_calibration:
+            calib = get_calibration(self.tokenizer, max_len=self.config.max_position)
+        reports = compress_(self.model, rec, calib, progress)
+        self.recipe.extend(rep.step for rep in reports)
+        self.options = runtime_options(self.recipe, self._prefill)
+        self._engine = None
+        prepare_model(self.model, self.options)
+        return reports
 
     # -- text in, text out ------------------------------------------------------------------------
     def _prepare(self, prompt: str, chat: bool) -> list[int]:
@@ -171,18 +227,32 @@ class LLM:
 
     def save(self, out_dir: str | Path) -> Path:
         """safetensors + config.json + recipe.json + tokenizer; written to a temp dir, renamed at the end."""
-        from llmspeed.models.saved import write_dir_atomically, write_saved_dir
+        from llmspeed.models.saved import write_saved_dir
+        from llmspeed.util.atomic import write_dir_atomically
 
         return write_dir_atomically(Path(out_dir), lambda tmp: write_saved_dir(
             tmp, self.config, self.model.state_dict(), self.tokenizer, self.recipe, source={"model": self.source}))
 
 
 def load(model: str | Path = "default", dtype: str | torch.dtype = "float32", threads: int | None = None,
-         engine_config: EngineConfig | None = None) -> LLM:
-    """Load `default`, a Hugging Face directory, a .gguf file or an llmspeed-saved directory."""
+         engine_config: EngineConfig | None = None, prefill: str | None = None) -> LLM:
+    """Load `default`, a Hugging Face directory, a .gguf file or an llmspeed-saved directory.
+
+    `prefill`: the quantized linears' prefill path (`auto` measures per machine; default $LLMSPEED_PREFILL or auto).
+    """
+    from llmspeed.compress.api import restore_structure
     from llmspeed.models.loading import load_model
     from llmspeed.runtime.threads import set_threads
 
     set_threads(threads)
-    loaded = load_model(model, dtype)
-    return LLM(loaded.model, loaded.tokenizer, loaded.recipe, loaded.source, engine_config)
+    loaded = load_model(model, dtype, restore=restore_structure)
+    return LLM(loaded.model, loaded.tokenizer, loaded.recipe, loaded.source, engine_config, prefill)
+
+
+def compress_(target: LLM | nn.Module, recipe: Any, calib: Any = None, progress: bool = True) -> list[Any]:
+    """`llmspeed.compress_`: an `LLM` (records the recipe, rebuilds its engine) or a bare `nn.Module`, in place."""
+    if isinstance(target, LLM):
+        return target.compress_(recipe, calib, progress)
+    from llmspeed.compress.api import compress_ as compress_module
+
+    return compress_module(target, recipe, calib, progress)

@@ -50,13 +50,10 @@ def test_prefill_path_flag_reaches_the_quantized_layers(tiny_model_dir, monkeypa
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("LLMSPEED_PREFILL", raising=False)
     seen: list[str] = []
-    import llmspeed.runtime.phase as phase
+    import llmspeed.runtime.plans as plans
 
-    real = phase.plan_phases
-    monkeypatch.setattr(phase, "plan_phases", lambda m: seen.append(phase.os.environ.get(phase.ENV, "")) or real(m))
-    import llmspeed.runtime.engine as engine
-
-    monkeypatch.setattr(engine, "plan_phases", phase.plan_phases)
+    real = plans.plan_layers
+    monkeypatch.setattr(plans, "plan_layers", lambda m, opts: seen.append(opts.prefill) or real(m, opts))
     rc = main(["--prefill-path", "fp32", "generate", "Hello", "--model", str(tiny_model_dir("llama")),
                "--recipe", "int8", "--max-new-tokens", "3", "--json"])
     assert rc == 0 and seen and set(seen) == {"fp32"}

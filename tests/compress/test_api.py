@@ -9,10 +9,10 @@ import torch
 
 import llmspeed
 from llmspeed.compress.api import STEPS, Recipe, iter_linears, restore_structure, set_module
-from llmspeed.compress.quant.int4 import Int4Linear
-from llmspeed.compress.quant.int8 import Int8Linear
-from llmspeed.compress.quant.int8_dyn import Int8DynLinear
-from llmspeed.compress.quant.mixed import HalfLinear
+from llmspeed.layers.quant.half import HalfLinear
+from llmspeed.layers.quant.int4 import Int4Linear
+from llmspeed.layers.quant.int8 import Int8Linear
+from llmspeed.layers.quant.int8_dyn import Int8DynLinear
 
 
 def test_recipe_round_trip() -> None:
@@ -51,7 +51,7 @@ def test_group_not_dividing_k_names_layers(tiny_llm: llmspeed.LLM) -> None:
     assert tiny_llm.recipe == []  # nothing applied
 
 
-@pytest.mark.parametrize("recipe,cls", [("int8", Int8Linear), ("int4-g32", Int4Linear), ("int4-g64-asym", Int4Linear),
+@pytest.mark.parametrize("recipe,cls", [("int8", Int8Linear), ("int4-g32-sym", Int4Linear), ("int4-g64-asym", Int4Linear),
                                         ("int8-dyn", Int8DynLinear), ("bf16", HalfLinear), ("fp16", HalfLinear)])
 def test_compress_save_load_identity(tiny_llm: llmspeed.LLM, tmp_path: Path, recipe: str, cls: type) -> None:
     ids = torch.randint(0, tiny_llm.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
@@ -95,7 +95,7 @@ def test_gptq_on_tiny_model_with_random_calibration(tiny_llm: llmspeed.LLM, tmp_
     assert len(reps[0].changed) == 14  # 2 layers x 7 projections
     after = tiny_llm.logits(ids)
     loaded = llmspeed.load(tiny_llm.save(tmp_path / "g"))
-    assert loaded.recipe == ["int4-g32-gptq"] and torch.equal(loaded.logits(ids), after)
+    assert loaded.recipe == ["int4-g32-asym-gptq"] and torch.equal(loaded.logits(ids), after)
 
 
 def test_chained_recipe(tiny_llm: llmspeed.LLM) -> None:
@@ -105,7 +105,7 @@ def test_chained_recipe(tiny_llm: llmspeed.LLM) -> None:
 
 
 def test_model_size_counts_tied_weights_once(tiny_llm: llmspeed.LLM) -> None:
-    from llmspeed.compress.measure import model_size_mb, slow_cause
+    from llmspeed.bench.quick import model_size_mb, slow_cause
 
     m = tiny_llm.model
     n_unique = sum(p.numel() for p in m.parameters()) + sum(b.numel() for b in m.buffers())  # parameters() dedups
@@ -115,3 +115,13 @@ def test_model_size_counts_tied_weights_once(tiny_llm: llmspeed.LLM) -> None:
     linear_params = sum(mod.weight_int8.numel() for mod in m.modules() if isinstance(mod, Int8Linear))
     assert abs((size0 - model_size_mb(m)) * 1e6 - linear_params * 3 + 4 * 2 * 7 * 0) < linear_params  # ~3 B saved
     assert "half" in slow_cause(["bf16"]) and "int4" in slow_cause(["int4-g32"])
+
+
+def test_unqualified_int4_takes_the_asymmetric_grid_and_records_it(tiny_llm: llmspeed.LLM) -> None:
+    """`int4-g32` = asymmetric since issue 22 (torchao's default has zero points too); the saved token is explicit."""
+    from llmspeed.compress.api import Recipe
+
+    assert Recipe.parse("int4-g32").specs()[0][2].symmetric is False
+    assert Recipe.parse("int4-g32-sym").specs()[0][2].symmetric is True
+    reports = llmspeed.compress_(tiny_llm, "int4-g64", progress=False)
+    assert reports[0].step == "int4-g64-asym" and tiny_llm.recipe == ["int4-g64-asym"]

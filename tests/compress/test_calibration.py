@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from llmspeed.compress.calibration import Calibration, collect_activation_stats, get_calibration
-from llmspeed.evaluation.datasets import CALIBRATION_PLAYS, EVAL_PLAYS
+from llmspeed.data.texts import CALIBRATION_PLAYS, EVAL_PLAYS
 
 
 def test_calibration_shape_determinism_and_sources(tiny_llm) -> None:
-    c1 = get_calibration(tiny_llm, n=6, seq_len=32)
-    c2 = get_calibration(tiny_llm, n=6, seq_len=32)
+    c1 = get_calibration(tiny_llm.tokenizer, n=6, seq_len=32)
+    c2 = get_calibration(tiny_llm.tokenizer, n=6, seq_len=32)
     assert c1.tokens.shape == (6, 32) and c1.n == 6 and c1.seq_len == 32
     assert torch.equal(c1.tokens, c2.tokens)
     assert set(c1.sources) <= set(CALIBRATION_PLAYS) and not set(c1.sources) & set(EVAL_PLAYS)
@@ -24,15 +24,15 @@ def test_calibration_file_errors(tiny_llm, tmp_path: Path) -> None:
     bad = tmp_path / "cal.bin"
     bad.write_bytes(b"\x80\x81\x82 binary")
     with pytest.raises(ValueError, match="unreadable calibration file"):
-        get_calibration(tiny_llm, n=2, seq_len=16, path=bad)
+        get_calibration(tiny_llm.tokenizer, n=2, seq_len=16, path=bad)
     with pytest.raises(ValueError, match="unreadable calibration file"):
-        get_calibration(tiny_llm, n=2, seq_len=16, path=tmp_path / "nope.txt")
+        get_calibration(tiny_llm.tokenizer, n=2, seq_len=16, path=tmp_path / "nope.txt")
     with pytest.raises(ValueError, match="seq_len"):
         Calibration(tokens=torch.zeros(2, 1, dtype=torch.long))
 
 
 def test_activation_stats_match_hand_computed_inputs(tiny_llm) -> None:
-    calib = get_calibration(tiny_llm, n=4, seq_len=24)
+    calib = get_calibration(tiny_llm.tokenizer, n=4, seq_len=24)
     m = tiny_llm.model
     names = ["model.layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj"]
     stats = collect_activation_stats(m, calib, names, gram=True, batch_size=3)

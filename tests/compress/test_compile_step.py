@@ -6,8 +6,10 @@ import pytest
 import torch
 
 import llmspeed
-from llmspeed.compress.api import Recipe, compress_
-from llmspeed.runtime.compiled import ATTR, CompileConfig
+from llmspeed.compress.api import Recipe
+from llmspeed.compress.compile_step import CompileStepConfig
+from llmspeed.llm import compress_, runtime_options
+from llmspeed.runtime.compiled import CompileConfig
 from llmspeed.runtime.sequence import SamplingParams
 
 PROMPTS = ["Now is the winter of our discontent", "O Romeo"]
@@ -26,8 +28,11 @@ def compiled_llm(tiny_model_dir):
 
 def test_config_validates() -> None:
     assert Recipe.parse("int8,compile").steps == ("int8", "compile")
-    assert Recipe.parse("compile-b64-autotune-cpp").specs()[0][2] == CompileConfig(
+    assert Recipe.parse("compile-b64-autotune-cpp").specs()[0][2] == CompileStepConfig(
         bucket=64, mode="max-autotune-no-cudagraphs", cpp_wrapper=True)
+    # the runtime's config is derived from the recipe token in one place (llm.runtime_options)
+    assert runtime_options(["int8", "compile-b64-cpp"]).compile == CompileConfig(bucket=64, cpp_wrapper=True)
+    assert runtime_options(["int8"]).compile is None
     with pytest.raises(ValueError):
         Recipe.parse("compile-b10")
     with pytest.raises(ValueError):
@@ -67,6 +72,6 @@ def test_compile_survives_save_and_load(compiled_llm, tmp_path) -> None:
     out = compiled_llm.save(tmp_path / "m")
     back = llmspeed.load(out)
     assert "compile-b16" in back.recipe
-    assert getattr(back.model, ATTR) == getattr(compiled_llm.model, ATTR)
+    assert back.options.compile == compiled_llm.options.compile is not None
     assert back.engine.decode_fn is not None
     assert _greedy(back, PROMPTS[:1], 20) == _greedy(compiled_llm, PROMPTS[:1], 20)

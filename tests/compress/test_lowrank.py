@@ -11,7 +11,8 @@ from torch import nn
 
 import llmspeed
 from llmspeed.compress.calibration import get_calibration
-from llmspeed.compress.lowrank.svd import LowRankLinear, cuts_flops, energy_rank
+from llmspeed.compress.lowrank.svd import cuts_flops, energy_rank
+from llmspeed.layers.quant.lowrank import LowRankLinear
 
 
 def test_full_rank_svd_reproduces_the_layer() -> None:
@@ -75,7 +76,7 @@ def test_a_step_that_changes_nothing_says_so_loudly(tiny_llm, caplog: pytest.Log
 @pytest.mark.parametrize("recipe", ["svd-e0.9", "prune-mlp-25,svd-r16"])
 def test_lowrank_tiny_model_generates_and_save_load_is_identical(tiny_llm, tmp_path: Path,
                                                                  recipe: str) -> None:
-    llmspeed.compress_(tiny_llm, recipe, calib=get_calibration(tiny_llm, n=4, seq_len=32))
+    llmspeed.compress_(tiny_llm, recipe, calib=get_calibration(tiny_llm.tokenizer, n=4, seq_len=32))
     assert tiny_llm.config.extra["lowrank"]
     assert len(tiny_llm.generate("Good night, sweet prince", max_new_tokens=6, ignore_eos=True)[0].token_ids) == 6
     ids = torch.tensor([tiny_llm.tokenizer.encode("What a piece of work is a man")])

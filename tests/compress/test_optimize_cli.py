@@ -45,7 +45,7 @@ def test_optimize_tiny_model(tmp_path: Path, tiny_model_dir, capsys: pytest.Capt
     assert "size MB" in text and "int4-g32" in text
     assert "quality: first 300 tokens" in text  # ΔPPL / KL / top-1 columns were filled
     llm = llmspeed.load(out)
-    assert llm.recipe == ["int4-g32"]
+    assert llm.recipe == ["int4-g32-asym"]  # the explicit grid is recorded
     ids = torch.arange(10).unsqueeze(0)
     ref = llmspeed.load(src)
     llmspeed.compress_(ref, "int4-g32", progress=False)

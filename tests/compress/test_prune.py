@@ -16,7 +16,7 @@ from llmspeed.compress.prune.unstructured import magnitude_mask, n_m_mask, rowwi
 
 @pytest.fixture()
 def calib(tiny_llm):
-    return get_calibration(tiny_llm, n=8, seq_len=48)
+    return get_calibration(tiny_llm.tokenizer, n=8, seq_len=48)
 
 
 def _linears(llm) -> list[tuple[str, nn.Linear]]:

@@ -15,7 +15,7 @@ PROMPT = "Now is the winter of our discontent"
 
 @pytest.fixture()
 def calib(tiny_llm):
-    return get_calibration(tiny_llm, n=4, seq_len=32)
+    return get_calibration(tiny_llm.tokenizer, n=4, seq_len=32)
 
 
 def _ids(llm) -> torch.Tensor:

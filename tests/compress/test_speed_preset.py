@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 import llmspeed
-from llmspeed.compress.api import Recipe, compress_
+from llmspeed.compress.api import Recipe
 from llmspeed.compress.presets import SPEED
+from llmspeed.llm import compress_
 
 
 def test_speed_expands_in_place() -> None:
@@ -28,17 +29,18 @@ def test_speed_preset_loads_saves_reloads(tiny_model_dir, tmp_path) -> None:
     assert back.engine.decode_fn is not None  # `compile` is re-applied at load
 
 
-def test_a8_step_flags_quantized_linears_and_survives_save(tiny_model_dir, tmp_path) -> None:
-    from llmspeed.compress.quant.int4 import Int4Linear
-    from llmspeed.evaluation.fastpath import reference_paths
+def test_a8_token_sets_int8_activation_plans_and_survives_save(tiny_model_dir, tmp_path) -> None:
+    from llmspeed.layers.quant.int4 import Int4Linear
+    from llmspeed.runtime.plans import reference_paths
 
     llm = llmspeed.load(tiny_model_dir("llama"))
     compress_(llm, "int4-g32-asym,a8")
     lins = [m for m in llm.model.modules() if isinstance(m, Int4Linear)]
-    assert lins and all(m.act_q8 for m in lins)
+    assert lins and all(m.plan.act_q8 for m in lins) and llm.options.act_q8
     ids = torch.tensor([list(range(5, 25))])
     back = llmspeed.load(llm.save(tmp_path / "a8"))
-    assert all(m.act_q8 for m in back.model.modules() if isinstance(m, Int4Linear))
+    assert back.recipe == ["int4-g32-asym", "a8"]
+    assert all(m.plan.act_q8 for m in back.model.modules() if isinstance(m, Int4Linear))
     torch.testing.assert_close(back.logits(ids), llm.logits(ids), atol=0, rtol=0)
     # one decode row: the kernel (int8 activations) equals the plain-torch reference math of the recipe
     x = torch.randn(1, lins[0].in_features)

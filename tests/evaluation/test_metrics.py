@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import llmspeed
-from llmspeed.evaluation import datasets
+from llmspeed.data import texts as datasets
 from llmspeed.evaluation.agreement import agreement, kl_per_token
 from llmspeed.evaluation.perplexity import perplexity, token_windows
 from llmspeed.evaluation.tasks import lastword_correct, lastword_passages

@@ -39,7 +39,7 @@ def test_hf_export_dense_matches(tiny_model_dir: Callable[..., Path], tmp_path: 
 
 
 def test_hf_export_int8_matches_compressed(tiny_llm: llmspeed.LLM, tmp_path: Path) -> None:
-    from llmspeed.evaluation.fastpath import reference_paths
+    from llmspeed.runtime.plans import reference_paths
 
     llmspeed.compress_(tiny_llm, "int8")
     with reference_paths(tiny_llm.model):  # float32 GEMMs on the dequantized weights: what transformers runs

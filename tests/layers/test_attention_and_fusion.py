@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from llmspeed.compress.quant.int4 import Int4Linear
-from llmspeed.compress.quant.int8 import Int8Linear
 from llmspeed.layers.attention import AttnBatch, attend, causal_mask
 from llmspeed.layers.linear import FusedLinears
 from llmspeed.layers.norm import RMSNorm
+from llmspeed.layers.quant.int4 import Int4Linear
+from llmspeed.layers.quant.int8 import Int8Linear
 
 
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 import llmspeed
-from llmspeed.compress.quant.common import quantize_int4_groups
-from llmspeed.compress.quant.int4 import Int4Linear
+from llmspeed.layers.quant.formats import quantize_int4_groups
+from llmspeed.layers.quant.gguf_blocks import groups_from_blocks, q4_blocks
+from llmspeed.layers.quant.int4 import Int4Linear
 from llmspeed.models.gguf_file import unpermute_qk
-from llmspeed.models.gguf_quant import groups_from_blocks, q4_blocks
 
 gguf = pytest.importorskip("gguf")
 PROMPT = "The quick brown fox jumps over the lazy dog. To be, or not to be, that is the question"
@@ -52,7 +52,7 @@ def test_synthetic_blocks(kind: str) -> None:
     assert torch.equal(g.codes, codes)
     _check_exact(g, ref)
     # Q/K un-permutation moves whole rows with their group scales
-    gp = groups_from_blocks(data, n, k, kind, n_perm_heads=n_heads)
+    gp = groups_from_blocks(data, n, k, kind, lambda x: unpermute_qk(x, n_heads))
     assert torch.equal(gp.codes, unpermute_qk(codes, n_heads))
     assert torch.equal(gp.dequantize(), unpermute_qk(g.dequantize(), n_heads))
 
@@ -76,7 +76,7 @@ def test_real_blocks_vs_dequantize_then_quantize(reader: Any, name: str, heads: 
     n, k = int(t.shape[1]), int(t.shape[0])
     ref = _dequant(t.data, "Q4_1")
     ref = unpermute_qk(ref, heads) if heads else ref  # what the float32 loader holds
-    g = groups_from_blocks(t.data, n, k, "Q4_1", heads)
+    g = groups_from_blocks(t.data, n, k, "Q4_1", (lambda x: unpermute_qk(x, heads)) if heads else None)
     _check_exact(g, ref)
     # RTN int4-g32-asym of the dequantized weights finds the same codes (every Q4_1 block spans 0..15 here)
     # and, re-deriving scale = (max - min) / 15 and min in float16, (nearly) the same grid

@@ -22,7 +22,7 @@ class EngineBackend:
 
         self.llm = llmspeed.load(self.spec)
         if self.recipe:
-            from llmspeed.compress.api import compress_
+            from llmspeed.llm import compress_
 
             compress_(self.llm, self.recipe)
 

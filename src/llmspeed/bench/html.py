@@ -7,12 +7,17 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from llmspeed.bench.report import status_text
-
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px}
 th{background:#f0f0f0}td.n{text-align:right}.bad{color:#b00}.note{color:#666;font-size:12px}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}"""
+
+
+def status_text(row: dict[str, Any]) -> str:
+    """'skipped: <why>' / 'error: <why>' without repeating the status when the note already starts with it."""
+    note, status = row.get("note", ""), row.get("status", "")
+    return note if note.startswith(status) else f"{status}: {note}"
+
 
 
 def _med(s: dict[str, Any] | None, key: str) -> float | None:

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from llmspeed.bench.html import render_html, status_text
+
 SCHEMA = "llmspeed.bench/1"
 
 
@@ -75,12 +77,6 @@ def build_report(cfg: Any, rows: list[dict[str, Any]], env: dict[str, Any],
             "files": {"json": "report.json", "markdown": "report.md", "html": "report.html", "plots": []}}
 
 
-def status_text(row: dict[str, Any]) -> str:
-    """'skipped: <why>' / 'error: <why>' without repeating the status when the note already starts with it."""
-    note, status = row.get("note", ""), row.get("status", "")
-    return note if note.startswith(status) else f"{status}: {note}"
-
-
 def _fmt(v: float | None, spec: str = ".1f") -> str:
     return "–" if v is None else format(v, spec)
 
@@ -88,7 +84,8 @@ def _fmt(v: float | None, spec: str = ".1f") -> str:
 def markdown(report: dict[str, Any]) -> str:
     env, cal = report["environment"], report.get("calibration")
     lines = [f"# llmspeed bench — {report['created']}", "",
-             f"CPU {env['cpu_model']} ({env['physical_cores']} cores), {env['threads']} threads, torch "
+             f"CPU {env['cpu_model']} ({env['physical_cores']} cores; {env.get('cpu_flags', '?')}), "
+             f"{env['threads']} threads, torch "
              f"{env['torch_version']}, llmspeed {env['llmspeed_version']}, commit {(env['git_commit'] or '?')[:10]}"]
     if cal:
         lines.append(f"Measured here: memory bandwidth {cal['bandwidth_gbs']:.1f} GB/s, fp32 GEMM "
@@ -125,7 +122,6 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def write_report(out_dir: Path, report: dict[str, Any], plots: bool = True) -> None:
-    from llmspeed.bench.html import render_html
 
     if plots:
         from llmspeed.bench.plots import make_plots

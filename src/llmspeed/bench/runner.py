@@ -13,13 +13,13 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from llmspeed.bench.config import BenchConfig
+from llmspeed.util.atomic import write_dir_atomically
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -29,15 +29,16 @@ def environment(threads: int) -> dict[str, Any]:
     import torch
 
     import llmspeed
-    from llmspeed.profiling.roofline import cpu_model_name
-    from llmspeed.runtime.threads import physical_cores
+    from llmspeed.util.cpu import cpu_info
 
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
                                 cwd=Path(__file__).resolve().parent).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         commit = None
-    return {"cpu_model": cpu_model_name(), "physical_cores": physical_cores(), "logical_cpus": os.cpu_count(),
+    cpu = cpu_info()
+    return {"cpu_model": cpu.model, "cpu_flags": cpu.isa_summary(), "physical_cores": cpu.physical_cores,
+            "logical_cpus": os.cpu_count(),
             "torch_version": torch.__version__, "llmspeed_version": llmspeed.__version__, "git_commit": commit,
             "threads": threads, "python": platform.python_version(), "platform": platform.platform()}
 
@@ -123,7 +124,8 @@ def run_job(job: dict[str, Any], workdir: Path, timeout_s: float, bandwidth: flo
 
 def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> Path:
     """Measure every job, write the report into a temp dir, rename it to `cfg.out`; returns the out path."""
-    from llmspeed.bench.report import build_report, status_text, write_report
+    from llmspeed.bench.html import status_text
+    from llmspeed.bench.report import build_report, write_report
     from llmspeed.runtime.threads import physical_cores
 
     say = progress or (lambda msg: log.info("%s", msg))
@@ -131,8 +133,8 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> Path:
     cal = calibration(cfg)
     env = environment(cfg.threads or physical_cores())
     jobs = plan(cfg)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         work = tmp / "_work"
         work.mkdir()
         rows = []
@@ -142,19 +144,6 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> Path:
             if rows[-1]["status"] != "ok":
                 say(f"    {status_text(rows[-1])}")
         shutil.rmtree(work)
-        report = build_report(cfg, rows, env, cal)
-        write_report(tmp, report, plots=cfg.plots)
-        _replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        write_report(tmp, build_report(cfg, rows, env, cal), plots=cfg.plots)
 
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.rename(dst, old)
-    os.rename(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    return write_dir_atomically(out, write)

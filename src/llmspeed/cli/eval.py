@@ -28,8 +28,8 @@ def eval_cmd(
     threads: int = ThreadsOpt,
 ) -> None:
     """Measure what a model (or a recipe) costs in quality, against the original."""
+    from llmspeed.data.texts import resolve_text
     from llmspeed.evaluation.api import EvalConfig, evaluate
-    from llmspeed.evaluation.datasets import resolve_text
 
     EvalConfig(max_tokens=max_tokens, ood_max_tokens=ood_max_tokens, lastword_n=lastword_n)  # validate first
     src = resolve_text(text)  # bad file / non-UTF-8 -> ValueError before any model loads

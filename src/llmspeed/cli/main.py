@@ -20,7 +20,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 _registered = False
 
 
-PREFILL_PATHS = ("auto", "kernel", "bf16", "fp32")
 
 
 @app.callback()
@@ -29,9 +28,12 @@ def _root(prefill_path: str = typer.Option(
         "cached), kernel, bf16 or fp32; sets LLMSPEED_PREFILL for this process and its workers")) -> None:
     """Make a language model answer faster and cheaper, and prove what it cost."""
     if prefill_path:
-        if prefill_path not in PREFILL_PATHS:
-            raise UserError(f"--prefill-path must be one of {', '.join(PREFILL_PATHS)}, got {prefill_path!r}")
-        os.environ["LLMSPEED_PREFILL"] = prefill_path
+        from llmspeed.llm import PREFILL_ENV
+        from llmspeed.runtime.options import PREFILL_CHOICES
+
+        if prefill_path not in PREFILL_CHOICES:
+            raise UserError(f"--prefill-path must be one of {', '.join(PREFILL_CHOICES)}, got {prefill_path!r}")
+        os.environ[PREFILL_ENV] = prefill_path
 
 
 class UserError(Exception):

@@ -36,7 +36,7 @@ def _compress(llm: Any, recipe: Any) -> list[Any]:
     if recipe.needs_calibration:
         from llmspeed.compress.calibration import get_calibration
 
-        calib = get_calibration(llm)
+        calib = get_calibration(llm.tokenizer, max_len=llm.config.max_position)
     reports = []
     if not sys.stderr.isatty():
         for tok in recipe.steps:
@@ -119,8 +119,8 @@ def optimize(
 ) -> None:
     """Compress a model with a recipe, save it, and compare size, speed and quality with the original."""
     import llmspeed
+    from llmspeed.bench.quick import SpeedConfig, measure_speed, model_size_mb, slow_cause
     from llmspeed.compress.api import Recipe
-    from llmspeed.compress.measure import SpeedConfig, measure_speed, model_size_mb, slow_cause
 
     rec = Recipe.parse(recipe)  # bad recipe: one-line error, exit 2, nothing loaded or written
     speed_cfg = SpeedConfig(new_tokens=new_tokens, repeats=repeats)

@@ -58,7 +58,7 @@ def _load(model: str, dtype: str, threads: int | None, recipe: str | None) -> An
 
     llm = llmspeed.load(model, dtype=dtype, threads=threads)
     if recipe:
-        from llmspeed.compress.api import compress_  # lazy: compression is optional for profiling
+        from llmspeed.llm import compress_  # lazy: compression is optional for profiling
 
         compress_(llm, recipe)
         llm.reset_engine()

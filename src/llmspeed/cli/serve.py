@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -19,8 +18,9 @@ def register(app: typer.Typer) -> None:
 
 
 def default_sqlite() -> str:
-    root = Path(os.environ.get("LLMSPEED_CACHE", Path.home() / ".cache" / "llmspeed"))
-    return f"sqlite:{root / 'responses.sqlite'}"
+    from llmspeed.util.cache import cache_path
+
+    return f"sqlite:{cache_path('responses.sqlite')}"
 
 
 def serve(

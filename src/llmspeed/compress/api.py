@@ -8,30 +8,29 @@ A *step* is a plug-in found by regex on a recipe token (`int4-g32`, `prune-wanda
 
 `config` receives the regex's named groups (strings, or None when absent) as keyword arguments and
 returns a frozen dataclass that validates itself in `__post_init__` (so `int4-g33` is a ValueError).
-A step that changes module structure provides `restore(model, cfg[, state=...])`: it rebuilds that
-structure on a META-device model (shapes only) before the saved tensors are assigned.
+A step that changes module structure provides `restore(model, cfg)`: it rebuilds that structure on a
+META-device model (shapes only) before the saved tensors are assigned. A config with a `token` property names
+the step's explicit form, which is what a saved recipe records (`int4-g32` -> `int4-g32-asym`).
+
+`compress_` works on an `nn.Module`; `LLM.compress_` is the thin wrapper that also records the recipe, supplies
+calibration data from its tokenizer and rebuilds the engine.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from llmspeed.compress.calibration import Calibration
-    from llmspeed.llm import LLM
-
 log = logging.getLogger(__name__)
 
-StepFn = Callable[[nn.Module, Any, "Calibration | None"], "StepReport"]
+StepFn = Callable[[nn.Module, Any, Any], "StepReport"]  # (model, config, Calibration | None)
 
 
 @dataclass
@@ -175,24 +174,17 @@ class Recipe:
         return ",".join(self.steps)
 
 
-def _get_calibration(llm: LLM) -> Calibration:
-    try:
-        from llmspeed.compress.calibration import get_calibration
-    except ImportError as e:
-        raise RuntimeError(f"this recipe needs calibration data, but llmspeed.compress.calibration is "
-                           f"unavailable ({e})") from None
-    return get_calibration(llm)
+def compress_(model: nn.Module, recipe: str | Recipe, calib: Any = None, progress: bool = True) -> list[StepReport]:
+    """Apply `recipe` to `model` in place, left to right. Each report's `step` is the explicit token to record.
 
-
-def compress_(llm: LLM, recipe: str | Recipe, calib: Calibration | None = None,
-              progress: bool = True) -> list[StepReport]:
-    """Apply `recipe` to `llm.model` in place; append the steps to `llm.recipe`; rebuild the engine."""
+    `calib`: a `compress.calibration.Calibration`, required when a step needs calibration data.
+    """
     rec = Recipe.parse(recipe)
     specs = rec.specs()
     if calib is None and any(spec.needs_calibration for _, spec, _ in specs):
-        calib = _get_calibration(llm)
+        need = ", ".join(tok for tok, spec, _ in specs if spec.needs_calibration)
+        raise ValueError(f"{need} needs calibration data: pass calib=compress.calibration.get_calibration(tokenizer)")
     reports: list[StepReport] = []
-    model = llm.model
     for tok, spec, cfg in specs:
         t0 = time.perf_counter()
         if progress:
@@ -201,29 +193,18 @@ def compress_(llm: LLM, recipe: str | Recipe, calib: Calibration | None = None,
             rep = spec.fn(model, cfg, calib if spec.needs_calibration else None)
         if rep is None:
             rep = StepReport(step=tok)
-        rep.step = tok
+        rep.step = getattr(cfg, "token", tok)
         rep.seconds = time.perf_counter() - t0
         if not rep.changed:
             rep.notes.append("WARNING: this step changed nothing")
-            log.warning("compress: step %s changed nothing (%s)", tok, "; ".join(rep.skipped.values())[:300])
+            log.warning("compress: step %s changed nothing (%s)", tok, "; ".join(rep.notes)[:300])
         log.info("compress: %s (%.1fs)", rep.summary(), rep.seconds)
         reports.append(rep)
-        llm.recipe.append(tok)
     model.eval()
-    llm.reset_engine()
     return reports
 
 
-def _accepts(fn: Callable[..., Any], name: str) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-def restore_structure(model: nn.Module, recipe_steps: list[str],
-                      state: Mapping[str, torch.Tensor] | None = None) -> None:
+def restore_structure(model: nn.Module, recipe_steps: list[str]) -> None:
     """Rebuild the module structure the saved recipe produced (on a META-device model), in recipe order."""
     for tok in recipe_steps:
         spec, cfg = STEPS.parse(tok)
@@ -231,10 +212,7 @@ def restore_structure(model: nn.Module, recipe_steps: list[str],
             if spec.structural:
                 raise ValueError(f"step {tok!r} changes structure but cannot be restored from a saved model")
             continue
-        if _accepts(spec.restore, "state"):
-            spec.restore(model, cfg, state=state)
-        else:
-            spec.restore(model, cfg)
+        spec.restore(model, cfg)
 
 
 # -- module helpers ---------------------------------------------------------------------------------
@@ -256,29 +234,8 @@ def iter_linears(model: nn.Module, skip: tuple[str, ...] = ("lm_head",),
     yield from out
 
 
-def get_module(model: nn.Module, name: str) -> nn.Module:
-    return model.get_submodule(name)
-
-
 def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     """Replace the submodule at dotted `name` (e.g. `model.layers.3.mlp.up_proj`) by `module`."""
     parent_name, _, attr = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, attr, module)
-
-
-def calib_batches(calib: Any, batch_size: int = 8) -> Iterator[torch.Tensor]:
-    """Yield [b, T] int64 token batches from a Calibration (`.input_ids`), a [N, T] tensor or an iterable."""
-    if calib is None:
-        raise ValueError("calibration data required")
-    ids = getattr(calib, "input_ids", calib)
-    if isinstance(ids, torch.Tensor):
-        ids = ids if ids.dim() == 2 else ids.unsqueeze(0)
-        for i in range(0, ids.shape[0], batch_size):
-            yield ids[i:i + batch_size].long()
-        return
-    if hasattr(calib, "batches"):
-        yield from calib.batches(batch_size)
-        return
-    for b in ids:
-        yield (b if b.dim() == 2 else b.unsqueeze(0)).long()

@@ -1,6 +1,6 @@
 """Calibration data (token windows from the calibration plays) and activation statistics for compression.
 
-Calibration windows come only from `evaluation.datasets.CALIBRATION_PLAYS`, which never overlap the
+Calibration windows come only from `data.texts.CALIBRATION_PLAYS`, which never overlap the
 held-out evaluation plays. `collect_activation_stats` runs the model over those windows once, with forward
 pre-hooks on the named modules, and accumulates per-input-channel sums of squares (Wanda's ‖X_j‖₂) and,
 optionally, the Gram matrix XᵀX (GPTQ's Hessian up to a factor 2/n).
@@ -13,10 +13,13 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
+
+from llmspeed.data import texts
+from llmspeed.layers.attention import AttnBatch
+from llmspeed.models.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +38,6 @@ class Calibration:
             raise ValueError(f"calibration tokens must be [n >= 1, seq_len >= 2], got {tuple(self.tokens.shape)}")
         object.__setattr__(self, "n", int(self.tokens.shape[0]))
         object.__setattr__(self, "seq_len", int(self.tokens.shape[1]))
-
-    @property
-    def input_ids(self) -> torch.Tensor:  # alias used by compress.api.calib_batches
-        return self.tokens
 
     def batches(self, batch_size: int) -> Iterable[torch.Tensor]:
         for i in range(0, self.n, batch_size):
@@ -62,26 +61,26 @@ def _windows(ids: list[int], seq_len: int) -> list[list[int]]:
     return [ids[i: i + seq_len] for i in range(0, len(ids) - seq_len + 1, seq_len)]
 
 
-def get_calibration(llm: Any, n: int = 128, seq_len: int = 256, path: str | Path | None = None) -> Calibration:
+def get_calibration(tokenizer: Tokenizer, n: int = 128, seq_len: int = 256, path: str | Path | None = None,
+                    max_len: int | None = None) -> Calibration:
     """n non-overlapping windows of seq_len tokens, spread evenly over the calibration plays (deterministic).
 
     Plays are tokenized in `CALIBRATION_PLAYS` order until there are at least 2n windows (or none are left);
     then n windows are picked at evenly spaced indices. With `path`, the windows come from that file.
+    `max_len` (the model's context window) caps seq_len.
     """
-    from llmspeed.evaluation import datasets
-
-    cfg = CalibrationConfig(n=n, seq_len=min(seq_len, llm.config.max_position), path=str(path) if path else None)
+    cfg = CalibrationConfig(n=n, seq_len=min(seq_len, max_len or seq_len), path=str(path) if path else None)
     if cfg.path is not None:
         try:
-            src = datasets.text_file(cfg.path)
+            src = texts.text_file(cfg.path)
         except ValueError as e:
             raise ValueError(f"unreadable calibration file: {e}") from None
     else:
-        src = datasets.calibration_plays()
+        src = texts.calibration_plays()
     windows: list[list[int]] = []
     used: list[str] = []
     for name, text in src.parts:
-        windows += _windows(llm.tokenizer.encode(text), cfg.seq_len)
+        windows += _windows(tokenizer.encode(text), cfg.seq_len)
         used.append(name)
         if len(windows) >= 2 * cfg.n:
             break
@@ -135,8 +134,6 @@ class _Progress:
 @torch.inference_mode()
 def run_model(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """The same full-causal forward as `LLM.logits`: [B, T] -> model output."""
-    from llmspeed.layers.attention import AttnBatch
-
     B, T = ids.shape
     return model(ids.long(), AttnBatch.no_cache(B, T))
 

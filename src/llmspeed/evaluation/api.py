@@ -15,8 +15,8 @@ from typing import Any
 
 import torch.nn.functional as F
 
+from llmspeed.data.texts import TextSource, pydoc_topics, resolve_text
 from llmspeed.evaluation.agreement import AgreementAccumulator
-from llmspeed.evaluation.datasets import TextSource, pydoc_topics, resolve_text
 from llmspeed.evaluation.perplexity import (
     DEFAULT_WINDOW,
     NLLAccumulator,

@@ -12,35 +12,17 @@ exactly as the reference's position prompt_len + j - 1 does.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from llmspeed.compress.quant.phase import PhaseAware
 from llmspeed.evaluation.agreement import AgreementAccumulator
-from llmspeed.layers.linear import unfused
+from llmspeed.runtime.plans import reference_paths
 from llmspeed.runtime.sequence import SamplingParams
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def reference_paths(model: torch.nn.Module) -> Iterator[None]:
-    """Separate projections; every quantized linear computes its recipe's math in plain torch (float32 GEMMs on
-    the dequantized weight, plus the `a8` activation rounding where the recipe has it) for every row count."""
-    mods = [m for m in model.modules() if isinstance(m, PhaseAware)]
-    for m in mods:
-        m.reference = True
-    try:
-        with unfused():
-            yield
-    finally:
-        for m in mods:
-            m.reference = False
 
 
 def fast_path_agreement(llm: Any, tokens: list[int], windows: int = 8, prompt_len: int = 128,

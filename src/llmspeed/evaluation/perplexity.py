@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from llmspeed.evaluation.datasets import TextSource
+from llmspeed.data.texts import TextSource
 
 DEFAULT_WINDOW = 512
 CONVENTION = ("non-overlapping {window}-token windows over {n} tokens (equal shares of the first tokens of each "

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from llmspeed.evaluation.datasets import EVAL_PLAYS, read_play
+from llmspeed.data.texts import EVAL_PLAYS, read_play
 
 _WORD_END = re.compile(r"(?<= )([A-Za-z]{4,})(?=[.!?])")
 

@@ -32,7 +32,7 @@ def export(model: Any, fmt: str, out: str | Path, dtype: str = "f32") -> Path:
         if dest.exists() and not dest.is_dir():
             raise ValueError(f"--out {dest} exists and is not a directory")
         from llmspeed.export.hf import write_hf_dir
-        from llmspeed.models.saved import write_dir_atomically
+        from llmspeed.util.atomic import write_dir_atomically
 
         return write_dir_atomically(dest, lambda tmp: write_hf_dir(model, tmp))
     if dest.is_dir():

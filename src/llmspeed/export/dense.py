@@ -22,7 +22,7 @@ def _is_int8(mod: nn.Module) -> bool:
 
 def linear_weight(mod: nn.Module) -> torch.Tensor | None:
     """[out, in] float32 weight of any linear-like module, or None if `mod` is not one."""
-    from llmspeed.compress.lowrank.svd import LowRankLinear
+    from llmspeed.layers.quant.lowrank import LowRankLinear
 
     if isinstance(mod, LowRankLinear):
         return (mod.up.weight.detach().double() @ mod.down.weight.detach().double()).float()
@@ -35,7 +35,7 @@ def linear_weight(mod: nn.Module) -> torch.Tensor | None:
 
 
 def linear_bias(mod: nn.Module) -> torch.Tensor | None:
-    from llmspeed.compress.lowrank.svd import LowRankLinear
+    from llmspeed.layers.quant.lowrank import LowRankLinear
 
     b = mod.up.bias if isinstance(mod, LowRankLinear) else getattr(mod, "bias", None)
     return b.detach().float() if isinstance(b, torch.Tensor) else None

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from llmspeed.util.cache import cache_path
+
 log = logging.getLogger(__name__)
 
 NAME = "llmspeed_lowbit"
@@ -43,11 +45,6 @@ def enabled() -> bool:
     return os.environ.get("LLMSPEED_KERNELS", "1").strip().lower() not in ("0", "false", "off", "no")
 
 
-def cache_root() -> Path:
-    root = os.environ.get("LLMSPEED_CACHE")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "llmspeed"
-
-
 def source_hash() -> str:
     """Hash of the sources, headers, flags and compiler name: any change gets a fresh build directory."""
     h = hashlib.sha256()
@@ -58,7 +55,7 @@ def source_hash() -> str:
 
 
 def build_dir() -> Path:
-    return cache_root() / "kernels" / f"{torch.__version__}-{source_hash()}"
+    return cache_path("kernels", f"{torch.__version__}-{source_hash()}")
 
 
 def _short_reason(exc: BaseException) -> str:

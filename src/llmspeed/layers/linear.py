@@ -6,29 +6,16 @@ names, and one GEMM (or one low-bit kernel call) replaces several. Dense `nn.Lin
 weights; quantized linears fuse when they provide `concat(mods)` (buffers stacked along N) and
 `fusable_with(other)`. If a compression step later replaces one of the modules (or its weight), or registers
 a forward hook on one (calibration does), `valid()` turns false and the model falls back to the separate
-modules.
+modules. The fast-path reference drops a model's fusions for a while (runtime/plans.reference_paths).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-_UNFUSED = [False]  # set by `unfused()`: reference computations run the separate modules
-
-
-@contextlib.contextmanager
-def unfused() -> Iterator[None]:
-    """Within this block every FusedLinears reports invalid, so models run their separate projections."""
-    _UNFUSED[0] = True
-    try:
-        yield
-    finally:
-        _UNFUSED[0] = False
 
 
 def _tensors(mod: nn.Module) -> dict[str, torch.Tensor]:
@@ -82,8 +69,6 @@ class FusedLinears:
     def valid(self, mods: tuple[nn.Module, ...]) -> bool:
         if torch.compiler.is_compiling():  # data_ptr is not traceable; runtime/compiled.py checks eagerly first
             return True
-        if _UNFUSED[0]:
-            return False
         return all(m is lin and self._key(m) == p and not m._forward_pre_hooks and not m._forward_hooks
                    for m, lin, p in zip(mods, self.linears, self._ptrs, strict=True))
 

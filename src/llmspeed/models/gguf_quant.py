@@ -1,10 +1,6 @@
 """GGUF Q4_1 / Q4_0 blocks straight into llmspeed's int4-g32-asym modules (no float32 detour, no second rounding).
 
-Block formats (ggml, 32 weights per block, rows = output features, blocks run along the input dim K):
-- Q4_1: fp16 d, fp16 m, 16 bytes of nibbles; w = d * q + m, q in 0..15.
-- Q4_0: fp16 d, 16 bytes of nibbles; w = d * (q - 8).
-Nibble order: byte j of a block holds element j in its low nibble and element j + 16 in its high nibble.
-
+The block mapping itself is layers/quant/gguf_blocks.py; this file walks a GGUF file's tensors.
 llmspeed's int4 kernel dequantizes w = u * scale + min with float16 scale and min (llmspeed/kernels), the
 blocks' own form and precision, so both kinds import EXACTLY: scale = d, min = m (Q4_1) or -8 d (Q4_0, exact:
 a power-of-two multiple), codes bit for bit. The kernel's weights equal gguf's dequantized float32 values;
@@ -25,39 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from llmspeed.compress.quant.common import PARAM_DTYPE, Int4Groups, quantize_int4_groups
 from llmspeed.kernels import pack_nibbles
+from llmspeed.layers.quant.formats import PARAM_DTYPE, quantize_int4_groups
+from llmspeed.layers.quant.gguf_blocks import GROUP, groups_from_blocks
 from llmspeed.models.config import ModelConfig
 from llmspeed.models.gguf_file import _LAYER_MAP, _TOP_MAP, field, unpermute_qk
 
 log = logging.getLogger(__name__)
-GROUP = 32  # ggml's block size for Q4_0 / Q4_1 / Q8_0
 NATIVE_RECIPE = ["int4-g32-asym"]  # what the imported modules are (restore_structure rebuilds them)
-
-
-def q4_blocks(data: np.ndarray, n: int, k: int, kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Raw Q4_0/Q4_1 bytes [N, K/32 * block_bytes] -> (codes [N, K] int32 0..15, d [N, K/32], m [N, K/32] float32).
-
-    For Q4_0, m = -8 d (so d * q + m = d * (q - 8) holds for both kinds).
-    """
-    head = 4 if kind == "Q4_1" else 2
-    blocks = np.ascontiguousarray(data, dtype=np.uint8).reshape(n, k // GROUP, head + 16)  # [N, G, bytes]
-    d = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)  # [N, G]
-    if kind == "Q4_1":
-        m = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
-    else:
-        m = -8.0 * d
-    qs = blocks[..., head:]  # [N, G, 16]
-    codes = np.concatenate([qs & 0x0F, qs >> 4], axis=-1).reshape(n, k)  # [N, G, 32] -> [N, K]
-    return torch.from_numpy(codes.astype(np.int32)), torch.from_numpy(d), torch.from_numpy(m)
-
-
-def groups_from_blocks(data: np.ndarray, n: int, k: int, kind: str, n_perm_heads: int | None = None) -> Int4Groups:
-    """GGUF Q4 blocks of one [N, K] weight -> Int4Groups (codes exact; Q/K rows un-permuted when n_perm_heads)."""
-    codes, d, m = q4_blocks(data, n, k, kind)
-    if n_perm_heads:  # whole rows move: codes with their own group scales
-        codes, d, m = (unpermute_qk(t, n_perm_heads) for t in (codes, d, m))
-    return Int4Groups(codes.contiguous(), d.contiguous(), m.contiguous(), GROUP)
 
 
 def _dense(t: Any) -> torch.Tensor:
@@ -99,7 +70,7 @@ def native_state_dict(reader: Any, cfg: ModelConfig) -> dict[str, torch.Tensor]:
         if k % GROUP:
             raise ValueError(f"gguf native: {name} has K = {k}, not a multiple of {GROUP}")
         if kind in ("Q4_0", "Q4_1"):
-            g = groups_from_blocks(t.data, n, k, kind, perm)
+            g = groups_from_blocks(t.data, n, k, kind, (lambda x, h=perm: unpermute_qk(x, h)) if perm else None)
         else:
             w = _dense(t)
             g = quantize_int4_groups(unpermute_qk(w, perm) if perm else w, GROUP, symmetric=False)

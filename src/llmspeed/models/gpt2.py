@@ -63,6 +63,10 @@ class GPT2LMHeadModel(nn.Module):
         self.config = cfg
         self.transformer = GPT2Backbone(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """GPT-2's lm_head always shares the token embedding's weight."""
         self.lm_head.weight = self.transformer.wte.weight
 
     def forward(self, input_ids: torch.Tensor, meta: AttnBatch,

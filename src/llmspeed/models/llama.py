@@ -99,7 +99,11 @@ class LlamaForCausalLM(nn.Module):
         with torch.device("cpu"):  # real tables even when the weights are built on the meta device
             self.rotary = RotaryEmbedding(cfg.head_dim, cfg.max_position, cfg.rope_theta, cfg.rope_scaling)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """A tied lm_head shares the embedding's weight (after a load or a cast replaced either)."""
+        if self.config.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
     def forward(

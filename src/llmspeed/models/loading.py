@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,14 +39,20 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}") from None
 
 
-def instantiate(cfg: ModelConfig, state: dict[str, torch.Tensor], recipe: list[str] | None = None) -> nn.Module:
-    """Build the module tree without random init (meta device), then assign the loaded tensors."""
+# (model on the meta device, recipe steps) -> rebuild the structure those steps produced; llm.py hands in
+# compress's `restore_structure`, so models import nothing from compress
+Restore = Callable[[nn.Module, list[str]], None]
+
+
+def instantiate(cfg: ModelConfig, state: dict[str, torch.Tensor], recipe: list[str] | None = None,
+                restore: Restore | None = None) -> nn.Module:
+    """Build the module tree without random init (meta device), rebuild the recipe's structure, assign the tensors."""
     with torch.device("meta"):
         model = build_model(cfg)
     if recipe:
-        from llmspeed.compress.api import restore_structure
-
-        restore_structure(model, recipe)
+        if restore is None:
+            raise ValueError(f"a model saved with recipe {','.join(recipe)} needs a restore function to load")
+        restore(model, recipe)
     load_state(model, state)
     leftovers = [n for n, p in model.named_parameters() if p.is_meta] + [n for n, b in model.named_buffers() if b.is_meta]
     if leftovers:
@@ -86,7 +93,9 @@ def _read_hf_dir(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], Toke
 NATIVE_SUFFIX = ":native"  # `default:native`, `model.gguf:native`: keep the GGUF's Q4 blocks (int4-g32-asym)
 
 
-def load_model(spec: str | Path = "default", dtype: str | torch.dtype = "float32") -> Loaded:
+def load_model(spec: str | Path = "default", dtype: str | torch.dtype = "float32",
+               restore: Restore | None = None) -> Loaded:
+    """`restore(model, steps)` rebuilds a saved recipe's module structure (see `instantiate`)."""
     from llmspeed.models.default_model import converted_gguf_dir, default_gguf_path
 
     tdtype = parse_dtype(dtype)
@@ -116,7 +125,7 @@ def load_model(spec: str | Path = "default", dtype: str | torch.dtype = "float32
         recipe = []
     else:
         raise ValueError(f"{path} is not a model directory (no config.json)")
-    model = instantiate(cfg, state, recipe)
+    model = instantiate(cfg, state, recipe, restore)
     if tdtype != torch.float32:
         cast_floating(model, tdtype)
     return Loaded(model=model, tokenizer=tok, config=cfg, recipe=recipe, source=source)
@@ -132,7 +141,5 @@ def cast_floating(model: nn.Module, dtype: torch.dtype) -> None:
         for name, p in list(mod.named_parameters(recurse=False)):
             if p.is_floating_point():
                 setattr(mod, name, nn.Parameter(p.detach().to(dtype), requires_grad=False))
-    cfg = model.config  # type: ignore[attr-defined]
-    if cfg.tie_embeddings:
-        emb = model.model.embed_tokens if cfg.arch == "llama" else model.transformer.wte  # type: ignore[union-attr]
-        model.lm_head.weight = emb.weight  # type: ignore[union-attr]
+    if model.config.tie_embeddings:  # type: ignore[union-attr]
+        model.tie_weights()  # type: ignore[operator]

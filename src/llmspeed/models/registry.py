@@ -61,5 +61,4 @@ def load_state(model: nn.Module, sd: StateDict, strict: bool = True) -> None:
         raise ValueError(f"weights do not match the {cfg.arch} architecture: missing {missing[:5]}, "
                          f"unexpected {res.unexpected_keys[:5]}")
     if cfg.tie_embeddings:
-        emb = model.model.embed_tokens if cfg.arch == "llama" else model.transformer.wte  # type: ignore[union-attr]
-        model.lm_head.weight = emb.weight  # type: ignore[union-attr]
+        model.tie_weights()  # type: ignore[operator]

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +12,6 @@ from llmspeed.models.config import ModelConfig
 from llmspeed.models.tokenizer import Tokenizer
 
 SAVED_FORMAT = 1
-
-
-def write_dir_atomically(dest: Path, write: Callable[[Path], None]) -> Path:
-    """Run `write(tmp)` into a temp dir beside `dest`, then replace `dest` with it: a failure leaves no partial dir."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
-        write(tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.rename(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
 
 
 def is_saved_dir(path: Path) -> bool:

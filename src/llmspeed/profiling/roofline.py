@@ -11,15 +11,17 @@ import dataclasses
 import json
 import logging
 import os
-import platform
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from llmspeed.util.cache import cache_path
+from llmspeed.util.cpu import cpu_info
+from llmspeed.util.timing import best_time
 
 log = logging.getLogger(__name__)
 MiB = 1 << 20
@@ -68,14 +70,7 @@ class Calibration:
 
 
 def cpu_model_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_info().model
 
 
 def last_level_cache_bytes() -> int:
@@ -88,15 +83,6 @@ def last_level_cache_bytes() -> int:
     return best
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    """Best of `repeats` timed calls after one warm-up call (page faults, thread pools, first-call caches)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def measure_bandwidth(buffer_bytes: int, repeats: int = 5) -> tuple[float, float]:
@@ -137,10 +123,8 @@ def measure(cfg: CalibrationConfig | None = None) -> Calibration:
 
 
 def calibration_path(threads: int | None = None) -> Path:
-    from llmspeed.models.default_model import cache_root
-
     key = f"{cpu_model_name()}-torch{torch.__version__}-t{threads or torch.get_num_threads()}-v{CALIBRATION_FORMAT}"
-    return cache_root() / "calibration" / (re.sub(r"[^A-Za-z0-9._+-]+", "_", key) + ".json")
+    return cache_path("calibration", re.sub(r"[^A-Za-z0-9._+-]+", "_", key) + ".json")
 
 
 def load_or_measure(recalibrate: bool = False, cfg: CalibrationConfig | None = None) -> Calibration:

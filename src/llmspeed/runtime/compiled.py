@@ -18,18 +18,18 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from llmspeed.layers.attention import AttnBatch
+from llmspeed.layers.quant.plan import PhaseAware
+from llmspeed.util.cache import cache_path
 
 log = logging.getLogger(__name__)
 
 MODES = ("default", "max-autotune-no-cudagraphs")
 PROFILE_KERNELS_ENV = "TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE"
-ATTR = "llmspeed_compile"  # model attribute holding the CompileConfig (set by the `compile` recipe step)
 
 
 @dataclass(frozen=True)
@@ -48,14 +48,9 @@ class CompileConfig:
             raise ValueError("max_batch_bucket must be > 0")
 
 
-def cache_dir() -> Path:
-    root = Path(os.environ.get("LLMSPEED_CACHE") or Path.home() / ".cache" / "llmspeed")
-    return root / "inductor"
-
-
 def _configure_inductor(cfg: CompileConfig) -> None:
     """Persistent compile cache + wrapper choice; called once, right before the first compilation."""
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir()))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_path("inductor")))
     import torch._inductor.config as ic  # heavy: only when compiling
 
     ic.fx_graph_cache = True
@@ -130,33 +125,18 @@ class CompiledDecode:
 
 def prepare_for_compile(model: nn.Module) -> None:
     """Eager checks a compiled graph cannot make (data pointers): drop projection fusions whose Linears were
-    replaced, and re-align int8 weights the int8 kernel would crash on."""
+    replaced, and let each quantized layer do its eager preparation (re-aligned weights, filled caches)."""
     from llmspeed import kernels
-    from llmspeed.compress.quant.common import ALIGN, realign_buffers
-    from llmspeed.compress.quant.int8 import Int8Linear
 
     kernels.available()  # build / load llmspeed's C++ kernels now, not inside the traced graph
     for mod in model.modules():
-        if isinstance(mod, Int8Linear):
-            if mod.weight_int8.data_ptr() % ALIGN:
-                realign_buffers(mod)
-            mod.scales_bf16()  # fill the bf16 scales cache the compiled graph reads
+        if isinstance(mod, PhaseAware):
+            mod.prepare_for_tracing()
         fused = getattr(mod, "fused", None)
         if fused is None:
             continue
+        if isinstance(fused.fused, PhaseAware):
+            fused.fused.prepare_for_tracing()
         mods = tuple(getattr(mod, n) for n in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj") if hasattr(mod, n))
         if not fused.valid(mods):
             mod.fused = None
-
-
-def decode_fn_for(model: nn.Module) -> CompiledDecode | None:
-    """The model's compiled decode callable if its recipe has `compile` (kept on the model across engines)."""
-    cfg = getattr(model, ATTR, None)
-    if cfg is None:
-        return None
-    prepare_for_compile(model)
-    fn = model.__dict__.get("_llmspeed_decode")
-    if fn is None or fn.cfg != cfg:
-        fn = CompiledDecode(model, cfg)
-        model.__dict__["_llmspeed_decode"] = fn
-    return fn

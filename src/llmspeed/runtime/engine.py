@@ -23,21 +23,13 @@ from llmspeed.layers.sampler import sample_batch
 from llmspeed.models.config import ModelConfig
 from llmspeed.models.tokenizer import Tokenizer
 from llmspeed.runtime.block_pool import BlockPool
-from llmspeed.runtime.compiled import decode_fn_for
+from llmspeed.runtime.compiled import CompiledDecode, prepare_for_compile
 from llmspeed.runtime.kv_cache import KVCache
-from llmspeed.runtime.phase import plan_phases
+from llmspeed.runtime.options import RuntimeOptions
+from llmspeed.runtime.plans import prepare_model
 from llmspeed.runtime.sequence import SamplingParams, Sequence, Status
 
 log = logging.getLogger(__name__)
-
-
-def prepare_model(model: nn.Module) -> None:
-    """Idempotent: one GEMM for q/k/v and for gate/up where those layers fuse, then each phase-aware linear's
-    decode/prefill paths (runtime/phase.py: cached per machine, measured on first sight of a layer shape)."""
-    for mod in model.modules():
-        if hasattr(mod, "fuse_projections"):
-            mod.fuse_projections()
-    plan_phases(model)
 
 
 @dataclass(frozen=True)
@@ -62,7 +54,10 @@ class Batch:
 
 
 class Engine:
-    def __init__(self, model: nn.Module, tokenizer: Tokenizer, config: EngineConfig | None = None) -> None:
+    def __init__(self, model: nn.Module, tokenizer: Tokenizer, config: EngineConfig | None = None,
+                 options: RuntimeOptions | None = None, decode_fn: CompiledDecode | None = None) -> None:
+        """`options`: how the model runs (plans, int8 activations, compiled decode); `decode_fn`: a compiled decode
+        step to reuse (LLM keeps one across engines, so a rebuilt engine does not compile again)."""
         self.model = model
         self.tokenizer = tokenizer
         self.config = config or EngineConfig()
@@ -78,9 +73,13 @@ class Engine:
         self.running: list[Sequence] = []
         self._inbox: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()  # thread-safe entry point
         self.num_preemptions = 0
-        prepare_model(model)  # again: compression may have replaced layers since load
-        self.decode_fn = decode_fn_for(model)  # a compiled decode step when the recipe has `compile`, else None
-        self.last_step: tuple[str, int, float] = ("", 0, 0.0)  # kind, batch size, seconds
+        self.options = options or RuntimeOptions()
+        prepare_model(model, self.options)  # again: compression may have replaced layers since load
+        if decode_fn is None and self.options.compile is not None:
+            decode_fn = CompiledDecode(model, self.options.compile)
+        if decode_fn is not None:
+            prepare_for_compile(model)
+        self.decode_fn = decode_fn  # the compiled decode step when the recipe has `compile`, else None
         self.on_logits: Callable[[Batch, torch.Tensor], None] | None = None  # sees each step's [B, V] logits
 
     # -- requests ---------------------------------------------------------------------------------
@@ -222,7 +221,6 @@ class Engine:
         tokens = self.execute(batch)
         t1 = time.perf_counter()
         dt = t1 - t0
-        self.last_step = ("prefill" if batch.is_prefill else "decode", len(batch.seqs), dt)
         for seq, tok in zip(batch.seqs, tokens, strict=True):
             if batch.is_prefill:
                 seq.timings.t_prefill += dt

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 import llmspeed
-from llmspeed.compress.quant.int8 import Int8Linear
-from llmspeed.compress.quant.int8_head import Int8Embedding
+from llmspeed.layers.quant.embedding import Int8Embedding
+from llmspeed.layers.quant.int8 import Int8Linear
 
 
 def test_int8_head_tied(tiny_llm: llmspeed.LLM, tmp_path: Path) -> None:

@@ -1,11 +1,10 @@
-"""`a8`: decode kernels with int8 activations (W4A8 / W8A8, llama.cpp's Q8 trick) on the quantized linears.
+"""`a8`: decode kernels on int8 activations (W4A8 / W8A8, llama.cpp's Q8 trick) for the quantized linears.
 
-Changes no weights. Every int4/int8 linear present when the step runs gets `act_q8 = True`: its decode rows
-then round each activation row to int8 per group of 32 (dx = max|x| / 127) and use VNNI integer dot products
-(llmspeed/kernels: ~2x the bytes/s of the exact float kernels at M = 1, and M = 8 costs ~1.45x M = 1).
-This is a numerics change, so it is a recipe step (visible, saved, measured by ΔPPL/KL), not a silent
-kernel choice; the reference computation of such a recipe (`evaluation/fastpath.reference_paths`) applies the
-same activation rounding in plain torch, so the fast-path agreement compares like with like.
+Changes no weights and no module: the token is a saved, visible numerics choice that the runtime applies
+(`RuntimeOptions.act_q8` -> each int4/int8 layer's ExecPlan). Decode rows then round each activation row to
+int8 per group of 32 (dx = max|x| / 127) and use integer dot products (llmspeed/kernels). The reference
+computation of such a recipe (runtime/plans.reference_paths) applies the same rounding in plain torch, so the
+fast-path agreement compares like with like.
 """
 
 from __future__ import annotations
@@ -15,29 +14,19 @@ from dataclasses import dataclass
 from torch import nn
 
 from llmspeed.compress.api import StepReport, register_step
-from llmspeed.compress.quant.phase import PhaseAware
+from llmspeed.layers.quant.plan import PhaseAware
 
 
 @dataclass(frozen=True)
 class Act8Config:
-    def __post_init__(self) -> None:
-        pass
+    """No parameters: int8 per group of 32 columns, symmetric, dx = max|x| / 127."""
 
 
-def restore_act8(model: nn.Module, cfg: Act8Config) -> None:
-    for mod in model.modules():
-        if isinstance(mod, PhaseAware) and hasattr(mod, "act_q8"):
-            mod.act_q8 = True
-
-
-@register_step(r"a8", form="a8", config=lambda: Act8Config(), restore=restore_act8)
+@register_step(r"a8", form="a8", config=lambda: Act8Config())
 def act8_step(model: nn.Module, cfg: Act8Config, calib: object | None) -> StepReport:
-    """int8 activations (per 32 columns) for the decode kernels of the int4/int8 linears already present."""
+    """int8 activations (per 32 columns) for the decode kernels of the int4/int8 linears (applied at run time)."""
     rep = StepReport(step="a8")
-    for name, mod in model.named_modules():
-        if isinstance(mod, PhaseAware) and hasattr(mod, "act_q8"):
-            mod.act_q8 = True
-            rep.changed.append(name)
+    rep.changed = [name for name, mod in model.named_modules() if isinstance(mod, PhaseAware) and mod.supports_act_q8]
     if not rep.changed:
         rep.notes.append("no int4/int8 linears yet: put a8 after the quantization steps")
     return rep

@@ -1,4 +1,4 @@
-"""`int4-g32-gptq`: GPTQ error-compensating rounding into the int4-g32 format (Frantar et al., 2022).
+"""`int4-g32[-asym|-sym]-gptq`: GPTQ error-compensating rounding into the int4 format (Frantar et al., 2022).
 
 Per Linear with weight W [N, K] and calibration inputs X [tokens, K]: H = 2 XᵀX / tokens (+ 1% mean-diagonal
 damping). Columns are quantized left to right; each column's rounding error, scaled by the inverse Hessian's
@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from llmspeed.compress.api import StepReport, iter_linears, register_step, set_module
-from llmspeed.compress.quant.common import INT4_GROUPS, Int4Groups, int4_codes, int4_params
-from llmspeed.compress.quant.int4 import Int4Config, Int4Linear, _n_check, check_groups, restore_int4
+from llmspeed.compress.quant.int4 import GRID_PATTERN, Int4Config, check_groups, restore_int4
+from llmspeed.layers.quant.formats import INT4_GROUPS, Int4Groups, int4_codes, int4_params
+from llmspeed.layers.quant.int4 import Int4Linear
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class GPTQConfig:
     group_size: int = 32
-    symmetric: bool = True
+    symmetric: bool = False
     damp: float = 0.01
     block: int = 128
     skip: tuple[str, ...] = ("lm_head",)
@@ -38,6 +39,10 @@ class GPTQConfig:
             raise ValueError(f"damp must be in (0, 1), got {self.damp}")
         if self.block % self.group_size:
             raise ValueError("block must be a multiple of group_size")
+
+    @property
+    def token(self) -> str:  # the explicit form a saved recipe records
+        return f"{self.int4.token}-gptq"
 
     @property
     def int4(self) -> Int4Config:
@@ -93,19 +98,17 @@ def restore_gptq(model: nn.Module, cfg: GPTQConfig) -> None:
     restore_int4(model, cfg.int4)
 
 
-@register_step(r"int4-g(?P<group>\d+)(?P<asym>-asym)?-gptq", form="int4-g{32,64,128}[-asym]-gptq",
-               config=lambda group, asym: GPTQConfig(int(group), symmetric=asym is None),
+@register_step(r"int4-g(?P<group>\d+)" + GRID_PATTERN + "-gptq", form="int4-g{32,64,128}[-asym|-sym]-gptq",
+               config=lambda group, grid: GPTQConfig(int(group), symmetric=grid == "-sym"),
                needs_calibration=True, restore=restore_gptq)
 def gptq_step(model: nn.Module, cfg: GPTQConfig, calib: Any) -> StepReport:
     """Calibrated GPTQ rounding into group-wise int4 (Hessian from calibration activations)."""
     from llmspeed.compress.calibration import collect_activation_stats
 
-    name = f"int4-g{cfg.group_size}" + ("" if cfg.symmetric else "-asym") + "-gptq"
+    name = cfg.token
     check_groups(model, cfg.group_size, cfg.skip, name)
-    targets = [(n, m) for n, m in iter_linears(model, skip=cfg.skip) if not _n_check(m)]  # type: ignore[arg-type]
+    targets = list(iter_linears(model, skip=cfg.skip))
     rep = StepReport(step=name)
-    rep.skipped.update({n: str(_n_check(m)) for n, m in iter_linears(model, skip=cfg.skip)
-                        if _n_check(m)})  # type: ignore[arg-type]
     stats = collect_activation_stats(model, _as_calibration(calib), [n for n, _ in targets], gram=True)
     for n, lin in targets:
         st = stats[n]

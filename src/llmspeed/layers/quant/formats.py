@@ -1,6 +1,6 @@
-"""Quantization math shared by the quantized linears: per-channel int8, group-wise int4, int4 packing.
+"""Quantization formats of the quantized linears: per-channel int8 and group-wise int4 math, buffer alignment.
 
-Conventions (derived here, tested in tests/compress/quant/test_common.py):
+Conventions (derived here, tested in tests/layers/quant/test_formats.py):
 - int8 symmetric per output channel: s = max|w| / 127, q = round(w / s) in [-127, 127], w ~ q * s.
 - int4 unsigned codes u in [0, 15] per group of `group` input columns, w = u * scale + min (llmspeed's
   kernels, llmspeed/kernels/reference.py; scales and mins stored as float16).
@@ -12,37 +12,13 @@ Conventions (derived here, tested in tests/compress/quant/test_common.py):
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
-from torch import nn
 
 INT4_GROUPS = (32, 64, 128)
 PARAM_DTYPE = torch.float16  # int4 scales / mins as stored (GGUF Q4_1 stores float16 too)
 _EPS = 1e-12
-
-
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere), read once on first use."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def fast_half_matmul(dtype: torch.dtype) -> bool:
-    """Whether the CPU multiplies `dtype` matrices natively (AVX512-BF16/AMX; AVX512-FP16/AMX-FP16)."""
-    flags = cpu_flags()
-    if dtype == torch.bfloat16:
-        return bool(flags & {"avx512_bf16", "amx_bf16"})
-    return bool(flags & {"avx512_fp16", "amx_fp16"})
 
 
 ALIGN = 64  # bytes; torch's CPU allocator aligns to this, tensors cut from a safetensors file may not be
@@ -94,9 +70,6 @@ class Int4Groups:
         m = self.mins.repeat_interleave(self.group, dim=1)
         return self.codes.float() * s + m
 
-    @property
-    def zeros(self) -> torch.Tensor:  # [N, K // group]: torch's int4 kernel form w = (u - 8) * scale + zero
-        return self.mins + 8.0 * self.scales
 
 
 def int4_params(w: torch.Tensor, group: int, symmetric: bool,
@@ -121,7 +94,7 @@ def int4_codes(w: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, group:
     return torch.round((w.detach().float() - m) / s).clamp_(0, 15).to(torch.int32)
 
 
-def quantize_int4_groups(w: torch.Tensor, group: int, symmetric: bool = True,
+def quantize_int4_groups(w: torch.Tensor, group: int, symmetric: bool = False,
                          param_dtype: torch.dtype = PARAM_DTYPE) -> Int4Groups:
     """[N, K] float -> Int4Groups (round to nearest)."""
     K = w.shape[1]
@@ -129,59 +102,3 @@ def quantize_int4_groups(w: torch.Tensor, group: int, symmetric: bool = True,
         raise ValueError(f"group size {group} does not divide K = {K}")
     scales, mins = int4_params(w, group, symmetric, param_dtype)
     return Int4Groups(int4_codes(w, scales, mins, group), scales, mins, group)
-
-
-def pack_int4(codes: torch.Tensor) -> torch.Tensor:
-    """[N, K] int codes 0..15 -> [N, K // 2] uint8 in the layout of torch's CPU int4 kernel (benchmarks compare it)."""
-    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32).contiguous(), 1)
-
-
-def scales_and_zeros(scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
-    """[N, G] scales and zeros -> [G, N, 2] bfloat16, the layout of torch's CPU int4 kernel."""
-    return torch.stack([scales.t(), zeros.t()], dim=-1).to(torch.bfloat16).contiguous()
-
-
-class Int8Codes(nn.Module):
-    """Per-output-channel int8 storage shared by the int8 linears: `weight_int8` [N, K] int8, `scales` [N] float32
-    (persistent buffers, so safetensors holds them) and an optional float32 bias. Subclasses add the kernel."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = False,
-                 device: torch.device | str | None = None) -> None:
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.register_buffer("weight_int8", torch.empty(out_features, in_features, dtype=torch.int8, device=device))
-        self.register_buffer("scales", torch.empty(out_features, dtype=torch.float32, device=device))
-        self.bias = nn.Parameter(torch.empty(out_features, device=device), requires_grad=False) if bias else None
-
-    @classmethod
-    def from_dense(cls, lin: nn.Linear) -> Any:
-        q, s = quantize_int8_per_channel(lin.weight)
-        m = cls(lin.in_features, lin.out_features, lin.bias is not None)
-        m.weight_int8.copy_(q)
-        m.scales.copy_(s)
-        if lin.bias is not None:
-            m.bias.data.copy_(lin.bias.detach().float())  # type: ignore[union-attr]
-        return m
-
-    @classmethod
-    def concat(cls, mods: list[Any]) -> Any:
-        """One module holding `mods` stacked along N (buffers concatenated; used by projection fusion)."""
-        out = cls(mods[0].in_features, sum(m.out_features for m in mods), mods[0].bias is not None, device="meta")
-        out.weight_int8 = torch.cat([m.weight_int8 for m in mods], dim=0)  # [sum N, K]
-        out.scales = torch.cat([m.scales for m in mods])  # [sum N]
-        if out.bias is not None:
-            out.bias = nn.Parameter(torch.cat([m.bias.detach() for m in mods]), requires_grad=False)
-        if hasattr(mods[0], "plan"):
-            out.plan, out.act_q8 = mods[0].plan, mods[0].act_q8
-        return out
-
-    def fusable_with(self, other: nn.Module) -> bool:
-        return (type(other) is type(self) and other.in_features == self.in_features  # type: ignore[union-attr]
-                and (other.bias is None) == (self.bias is None))  # type: ignore[union-attr]
-
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
-        realign_buffers(self)  # safetensors hands out tensors at file offsets; the kernels need 64-byte alignment
-
-    def dequantized_weight(self) -> torch.Tensor:  # [N, K] float32
-        return self.weight_int8.float() * self.scales[:, None]

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from llmspeed.compress.quant.int8_dyn import Int8DynLinear
-from llmspeed.compress.quant.mixed import HalfLinear
+from llmspeed.layers.quant.half import HalfLinear
+from llmspeed.layers.quant.int8_dyn import Int8DynLinear
 
 
 def _rel(y: torch.Tensor, ref: torch.Tensor) -> float:
@@ -48,7 +48,7 @@ def test_half_linear(dtype: torch.dtype, tol: float, m: int) -> None:
 
 def test_half_large_m_path_is_exact_on_half_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a native half matmul, many-row calls upcast the half weights: exact fp32 math on them."""
-    from llmspeed.compress.quant import mixed
+    from llmspeed.layers.quant import half as mixed
 
     monkeypatch.setattr(mixed, "fast_half_matmul", lambda dtype: False)
     lin = nn.Linear(64, 32, bias=False).requires_grad_(False)

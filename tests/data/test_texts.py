@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from llmspeed.evaluation import datasets
+from llmspeed.data import texts as datasets
 
 
 def test_calibration_and_eval_plays_are_disjoint_modern_spelling_plays() -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmspeed.compress.quant.common import (
+from llmspeed.kernels import pack_nibbles, unpack_nibbles
+from llmspeed.layers.quant.formats import (
     Int4Groups,
     dequantize_int8,
     int4_codes,
     quantize_int4_groups,
     quantize_int8_per_channel,
 )
-from llmspeed.kernels import pack_nibbles, unpack_nibbles
 
 
 def test_int8_error_at_most_half_a_step() -> None:

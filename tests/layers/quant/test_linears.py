@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from llmspeed.compress.quant import int8 as int8_mod
-from llmspeed.compress.quant.int4 import Int4Linear
-from llmspeed.compress.quant.int8 import Int8Linear
-from llmspeed.compress.quant.phase import PhasePlan
+from llmspeed.layers.quant import int8 as int8_mod
+from llmspeed.layers.quant.int4 import Int4Linear
+from llmspeed.layers.quant.int8 import Int8Linear
+from llmspeed.layers.quant.plan import ExecPlan
 
 
 def _lin(k: int, n: int, bias: bool = True, seed: int = 0) -> nn.Linear:
@@ -35,7 +35,7 @@ Q8_TOL = 1e-2
 def test_int8_matches_dequantized_reference(m: int, k: int, prefill: str) -> None:
     lin = _lin(k, 48)
     q = Int8Linear.from_dense(lin)
-    q.plan = PhasePlan(small_m=16, prefill=prefill)
+    q.plan = ExecPlan(small_m=16, prefill=prefill)
     x = torch.randn(2, m, k)
     ref = x @ q.dequantized_weight().T + lin.bias
     y = q(x)
@@ -67,14 +67,14 @@ def test_int8_guard_for_k_not_multiple_of_16(k: int, monkeypatch: pytest.MonkeyP
 def test_int4_matches_dequantized_reference(m: int, group: int, sym: bool, prefill: str) -> None:
     lin = _lin(256, 40, seed=group)  # N = 40: any N works on llmspeed's kernel
     q = Int4Linear.from_dense(lin, group, sym)
-    q.plan = PhasePlan(small_m=16, prefill=prefill)
+    q.plan = ExecPlan(small_m=16, prefill=prefill)
     x = torch.randn(m, 256)
     w = q.dequantized_weight()
     ref = x @ w.T + lin.bias
     on_kernel = m <= 16 or prefill == "kernel"
     assert _rel(q(x), ref) < (Q8_TOL if on_kernel else BF16_TOL if prefill == "bf16" else FP32_TOL)
     # the dequantized weight is our own math on the stored codes (float16 params)
-    from llmspeed.compress.quant.common import quantize_int4_groups
+    from llmspeed.layers.quant.formats import quantize_int4_groups
 
     assert torch.allclose(w, quantize_int4_groups(lin.weight, group, sym).dequantize(), atol=1e-6)
     assert _rel(q(x), lin(x)) < 0.2  # 4-bit weights: ~10% relative output error on random weights

@@ -1,17 +1,17 @@
-"""Size and speed of a (compressed) model, measured the same way for the original and the optimized one."""
+"""Quick size and speed of a (compressed) model, measured the same way for the original and the optimized one
+(`llmspeed optimize`'s before/after table; `llmspeed bench` is the full, baseline-aware measurement)."""
 
 from __future__ import annotations
 
 import logging
 import statistics
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from llmspeed.llm import LLM
+from llmspeed.llm import LLM
 
 log = logging.getLogger(__name__)
 
