@@ -118,10 +118,11 @@ def tiny_llm(tiny_model_dir: Callable[..., Path]):
 
 @pytest.fixture(scope="session")
 def default_llm():
-    """The embedded SmolLM2-135M-Instruct (converted once into the user's llmspeed cache)."""
+    """The embedded SmolLM2-135M-Instruct as shipped (its Q4_1 blocks as exact int4 codes), with the float32 prefill
+    path so that parity with Hugging Face's float32 load of the same weights is a summation-order question only."""
     import llmspeed
 
-    return llmspeed.load("default")
+    return llmspeed.load("default", prefill="fp32")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -235,18 +235,29 @@ class LLM:
 
 
 def load(model: str | Path = "default", dtype: str | torch.dtype = "float32", threads: int | None = None,
-         engine_config: EngineConfig | None = None, prefill: str | None = None) -> LLM:
-    """Load `default`, a Hugging Face directory, a .gguf file or an llmspeed-saved directory.
+         engine_config: EngineConfig | None = None, prefill: str | None = None, recipe: Any = None) -> LLM:
+    """Load `default`, a Hugging Face directory, a .gguf file or an llmspeed-saved directory (models/spec.py).
 
     `prefill`: the quantized linears' prefill path (`auto` measures per machine; default $LLMSPEED_PREFILL or auto).
+    `recipe`: compress right after loading. A GGUF source taken as shipped (`default`) is then read in its float32
+    form, since its Linears are already int4 and the recipe's steps act on float weights; `default:native` keeps
+    the shipped blocks and stacks the recipe on them.
     """
     from llmspeed.compress.api import restore_structure
     from llmspeed.models.loading import load_model
+    from llmspeed.models.spec import float_source
     from llmspeed.runtime.threads import set_threads
 
     set_threads(threads)
-    loaded = load_model(model, dtype, restore=restore_structure)
-    return LLM(loaded.model, loaded.tokenizer, loaded.recipe, loaded.source, engine_config, prefill)
+    spec = float_source(model) if recipe else str(model)
+    if spec != str(model):
+        log.info("recipe %s: compressing the float32 weights of %s (%s:native keeps the shipped int4 blocks)",
+                 recipe, model, model)
+    loaded = load_model(spec, dtype, restore=restore_structure)
+    llm = LLM(loaded.model, loaded.tokenizer, loaded.recipe, loaded.source, engine_config, prefill)
+    if recipe:
+        llm.compress_(recipe)
+    return llm
 
 
 def compress_(target: LLM | nn.Module, recipe: Any, calib: Any = None, progress: bool = True) -> list[Any]:

@@ -87,8 +87,8 @@ def test_real_blocks_vs_dequantize_then_quantize(reader: Any, name: str, heads: 
 
 @pytest.fixture(scope="module")
 def models(reader: Any) -> tuple[llmspeed.LLM, llmspeed.LLM, torch.Tensor]:
-    fp = llmspeed.load("default")
-    nat = llmspeed.load("default:native")
+    fp = llmspeed.load("default:fp32")
+    nat = llmspeed.load("default")  # as shipped: the GGUF's Q4_1 blocks (== default:native)
     ids = torch.tensor([fp.tokenizer.encode(PROMPT)])  # [1, T]
     return fp, nat, ids
 

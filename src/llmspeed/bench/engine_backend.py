@@ -20,11 +20,7 @@ class EngineBackend:
     def load(self) -> None:
         import llmspeed
 
-        self.llm = llmspeed.load(self.spec)
-        if self.recipe:
-            from llmspeed.llm import compress_
-
-            compress_(self.llm, self.recipe)
+        self.llm = llmspeed.load(self.spec, recipe=self.recipe)
 
     def prepare(self, scenarios: list[Scenario]) -> None:
         """Size the KV cache and batch limits for the largest scenario; no prefix cache (repeats must recompute)."""

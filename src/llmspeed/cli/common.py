@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-MODEL_HELP = "default (embedded SmolLM2-135M-Instruct), a HF model dir, a .gguf file, or an llmspeed-saved dir"
+MODEL_HELP = ("default (embedded SmolLM2-135M-Instruct as shipped: int4 GGUF blocks; default:fp32 = float32), "
+              "a HF model dir, a .gguf file[:native|:fp32], or an llmspeed-saved dir")
 ModelOpt = typer.Option("default", "--model", "-m", help=MODEL_HELP)
 ThreadsOpt = typer.Option(None, "--threads", help="torch threads (default: physical cores)")
 
@@ -26,7 +27,4 @@ def read_text_file(path: Path) -> str:
 def load_llm(model: str, dtype: str = "float32", threads: int | None = None, recipe: str | None = None):
     import llmspeed
 
-    llm = llmspeed.load(model, dtype=dtype, threads=threads)
-    if recipe:
-        llmspeed.compress_(llm, recipe)
-    return llm
+    return llmspeed.load(model, dtype=dtype, threads=threads, recipe=recipe)

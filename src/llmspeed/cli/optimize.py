@@ -121,17 +121,19 @@ def optimize(
     import llmspeed
     from llmspeed.bench.quick import SpeedConfig, measure_speed, model_size_mb, slow_cause
     from llmspeed.compress.api import Recipe
+    from llmspeed.models.spec import float_source
 
     rec = Recipe.parse(recipe)  # bad recipe: one-line error, exit 2, nothing loaded or written
     speed_cfg = SpeedConfig(new_tokens=new_tokens, repeats=repeats)
     _check_out(out)
-    llm = llmspeed.load(model, threads=threads)
+    llm = llmspeed.load(float_source(model), threads=threads)
     size0 = model_size_mb(llm.model)
     base = measure_speed(llm, speed_cfg)
     reports = _compress(llm, rec)
     saved = llm.save(out)  # temp dir + rename inside: nothing at --out unless complete
     opt = measure_speed(llm, speed_cfg)
-    rows = [{"name": f"{model} fp32", "size": size0, "decode": base.decode_tok_s, "prefill": base.prefill_tok_s},
+    rows = [{"name": f"{llm.source} (original)", "size": size0, "decode": base.decode_tok_s,
+             "prefill": base.prefill_tok_s},
             {"name": str(rec), "size": model_size_mb(llm.model), "decode": opt.decode_tok_s,
              "prefill": opt.prefill_tok_s}]
     slower = [k for k, a, b in (("decode", opt.decode_tok_s, base.decode_tok_s),
@@ -139,7 +141,7 @@ def optimize(
     if slower:
         rows[1]["note"] = f"SLOWER than fp32 ({', '.join(slower)}): {slow_cause(list(rec.steps))}"
     if quality:
-        baseline = llmspeed.load(model, threads=threads)
+        baseline = llmspeed.load(float_source(model), threads=threads)
         q = _quality(llm, baseline, eval_tokens)
         if q is not None:
             ppl, ppl0 = _pick(q, "ppl"), _pick(q, "baseline_ppl", "ppl_baseline")

@@ -56,13 +56,7 @@ def profile(
 def _load(model: str, dtype: str, threads: int | None, recipe: str | None) -> Any:
     import llmspeed
 
-    llm = llmspeed.load(model, dtype=dtype, threads=threads)
-    if recipe:
-        from llmspeed.llm import compress_  # lazy: compression is optional for profiling
-
-        compress_(llm, recipe)
-        llm.reset_engine()
-    return llm
+    return llmspeed.load(model, dtype=dtype, threads=threads, recipe=recipe)
 
 
 def render(r: dict[str, Any]) -> None:

@@ -69,13 +69,15 @@ def serve(
     cfg = ServerConfig(model_name=name, api_key=key, max_queue=max_queue, request_timeout=request_timeout,
                        cache_l1=cache_l1, cache_policy=cache_policy, cache_l2=l2, cache_ttl=cache_ttl)
     engine = {"kv_cache_tokens": kv_cache_tokens, "max_batch": max_batch, "max_batch_tokens": max_batch_tokens}
+    from llmspeed.models.spec import parse_model_spec
+
+    parse_model_spec(model)  # the same --model values in every mode: one process, --replicas N, --backend ray
     if backend == "ray":
         _serve_ray(model, dtype, threads, recipe, cfg, replicas, autoscale_min, autoscale_max, ray_cpus, host, port,
                    engine)
         return
     if replicas > 1:
-        if model != "default" and not Path(model).expanduser().exists():  # fail here, not in N crash-looping workers
-            raise FileNotFoundError(f"model not found: {model}")
+        parse_model_spec(model)  # a bad --model fails here, not in N crash-looping workers
         from llmspeed.serving.router import RouterConfig, create_router_app
 
         worker_args = ["--model", model, "--dtype", dtype, "--served-model-name", name,

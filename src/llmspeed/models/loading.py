@@ -14,6 +14,7 @@ from torch import nn
 from llmspeed.models.config import ModelConfig
 from llmspeed.models.registry import FROM_HF, build_model, load_state
 from llmspeed.models.saved import is_saved_dir, read_saved_dir
+from llmspeed.models.spec import model_dir, parse_model_spec
 from llmspeed.models.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -90,34 +91,14 @@ def _read_hf_dir(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], Toke
     return cfg, state, tok
 
 
-NATIVE_SUFFIX = ":native"  # `default:native`, `model.gguf:native`: keep the GGUF's Q4 blocks (int4-g32-asym)
-
-
 def load_model(spec: str | Path = "default", dtype: str | torch.dtype = "float32",
                restore: Restore | None = None) -> Loaded:
-    """`restore(model, steps)` rebuilds a saved recipe's module structure (see `instantiate`)."""
-    from llmspeed.models.default_model import converted_gguf_dir, default_gguf_path
-
+    """Load a `--model` value (models/spec.py says what each means). `restore(model, steps)` rebuilds a saved
+    recipe's module structure (see `instantiate`)."""
     tdtype = parse_dtype(dtype)
-    native = str(spec).endswith(NATIVE_SUFFIX)
-    if native:
-        spec = str(spec).removesuffix(NATIVE_SUFFIX)
-        if spec != "default" and not spec.lower().endswith(".gguf"):
-            raise ValueError(f"{NATIVE_SUFFIX!r} applies to 'default' or a .gguf file, not {spec!r}")
-    if str(spec) == "default":
-        path = converted_gguf_dir(default_gguf_path(), native)
-        source = "default" + (NATIVE_SUFFIX if native else "")
-    else:
-        p = Path(spec).expanduser()
-        if not p.exists():
-            raise FileNotFoundError(f"model not found: {spec} (expected 'default', a model directory or a .gguf file)")
-        source = str(p) + (NATIVE_SUFFIX if native else "")
-        if p.is_file():
-            if p.suffix.lower() != ".gguf":
-                raise ValueError(f"unsupported model file {p.name}: pass a .gguf file or a model directory")
-            path = converted_gguf_dir(p, native)
-        else:
-            path = p
+    ms = parse_model_spec(spec)
+    path = model_dir(ms)
+    source = "default" if ms.text == "default" else ms.text
     if is_saved_dir(path):
         cfg, state, tok, recipe = read_saved_dir(path)
     elif (path / "config.json").is_file():

@@ -24,6 +24,17 @@ CACHE_HEADER = "x-llmspeed-cache"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+def model_details(llm: Any) -> dict[str, Any]:
+    """What is served: the `--model` source, the recipe applied, and what that source means."""
+    from llmspeed.models.spec import describe
+
+    try:
+        what = describe(llm.source) if llm.source else ""
+    except (OSError, ValueError):
+        what = ""
+    return {"source": llm.source, "recipe": list(llm.recipe), "description": what}
+
+
 def create_app(llm: Any, config: ServerConfig | None = None) -> FastAPI:
     """Build the app; the engine thread starts with the app (lifespan) and stops with it."""
     cfg = config or ServerConfig()
@@ -85,9 +96,11 @@ def create_app(llm: Any, config: ServerConfig | None = None) -> FastAPI:
     async def chat_completions(req: S.ChatCompletionRequest, request: Request) -> Response:
         return await _serve(req, "chat", request)
 
+    details = model_details(llm)
+
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return S.models_body(cfg.model_name)
+        return S.models_body(cfg.model_name, details=details)
 
     @app.get("/health")
     async def health() -> Response:

@@ -138,18 +138,11 @@ class Balancer:
 def chat_tokenizer(model: str) -> Callable[[dict[str, Any]], list[int]] | None:
     """The model's tokenizer as `body -> prompt token ids` (chat template applied), loaded without the
     weights; None (character blocks) when the model's tokenizer cannot be found."""
-    from pathlib import Path
-
+    from llmspeed.models.spec import model_dir, parse_model_spec
     from llmspeed.models.tokenizer import Tokenizer
 
     try:
-        if model == "default" or model.lower().endswith(".gguf"):
-            from llmspeed.models.default_model import converted_gguf_dir, default_gguf_path
-
-            path = converted_gguf_dir(default_gguf_path() if model == "default" else Path(model).expanduser())
-        else:
-            path = Path(model).expanduser()
-        tok = Tokenizer.from_dir(path)
+        tok = Tokenizer.from_dir(model_dir(parse_model_spec(model)))
     except Exception as e:
         import logging
 

@@ -56,10 +56,7 @@ def build_app(model: str, dtype: str, threads: int | None, recipe: str | None, e
     from llmspeed.runtime.engine import EngineConfig
     from llmspeed.serving.app import create_app
 
-    llm = llmspeed.load(model, dtype=dtype, threads=threads, engine_config=EngineConfig(**engine))
-    if recipe:
-        llmspeed.compress_(llm, recipe)
-        llm.reset_engine()
+    llm = llmspeed.load(model, dtype=dtype, threads=threads, engine_config=EngineConfig(**engine), recipe=recipe)
     return create_app(llm, server)
 
 

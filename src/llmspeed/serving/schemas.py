@@ -160,6 +160,10 @@ def chunk(kind: str, rid: str, created: int, model: str, text: str | None, finis
     return out
 
 
-def models_body(model_id: str, created: int | None = None) -> dict[str, Any]:
-    return {"object": "list", "data": [{"id": model_id, "object": "model", "created": created or int(time.time()),
-                                        "owned_by": "llmspeed"}]}
+def models_body(model_id: str, created: int | None = None, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """OpenAI's model list; `details` (source, recipe, what the source means) go in an `llmspeed` field."""
+    entry: dict[str, Any] = {"id": model_id, "object": "model", "created": created or int(time.time()),
+                             "owned_by": "llmspeed"}
+    if details:
+        entry["llmspeed"] = details
+    return {"object": "list", "data": [entry]}
