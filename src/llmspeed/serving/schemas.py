@@ -1,12 +1,21 @@
-"""OpenAI wire format: request models (validated, unknown fields rejected by name) and response builders."""
+"""OpenAI wire format: request models (validated, unknown fields rejected by name) and response builders.
+
+Every float is finite (NaN/inf, which Python's JSON parser accepts as `NaN`/`Infinity`, are a 400);
+temperature is in [0, 2] and top_p in (0, 1] as in OpenAI's API. Tiny positive values (a temperature below
+1e-5, a top_p below 1e-6, subnormals included) are valid and mean greedy decoding: `SamplingParams`
+normalises them, so the sampler never sees a value that underflows in float32.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from llmspeed.runtime.sequence import SEED_MAX, SEED_MIN
 
 # Fields of the OpenAI API we do not implement; accepted only when they carry their default value.
 UNSUPPORTED_DEFAULTS: dict[str, tuple[Any, ...]] = {
@@ -29,6 +38,16 @@ UNSUPPORTED_DEFAULTS: dict[str, tuple[Any, ...]] = {
 }
 
 
+def _has_nonfinite(v: object) -> bool:
+    if isinstance(v, float):
+        return not math.isfinite(v)
+    if isinstance(v, dict):
+        return any(_has_nonfinite(x) for x in v.values())
+    if isinstance(v, list):
+        return any(_has_nonfinite(x) for x in v)
+    return False
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     include_usage: bool = False
@@ -39,10 +58,12 @@ class _Common(BaseModel):
 
     model: str | None = None
     max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0, allow_inf_nan=False,
+                               description="0..2; below 1e-5 means greedy")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, allow_inf_nan=False,
+                         description="(0, 1]; below 1e-6 means greedy (the nucleus is the top token)")
     top_k: int = Field(default=0, ge=0, description="llmspeed extension: 0 = off")
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -60,6 +81,13 @@ class _Common(BaseModel):
             raise ValueError("stop sequences must be non-empty")
         return stops
 
+    def nonfinite_field(self) -> str | None:
+        """Name of the first extra field holding NaN or +-inf anywhere inside it (a 400 of its own)."""
+        for name, value in (self.model_extra or {}).items():
+            if _has_nonfinite(value):
+                return name
+        return None
+
     def unsupported_field(self) -> str | None:
         """Name of the first extra field with a non-default value (those are refused, never ignored)."""
         for name, value in (self.model_extra or {}).items():
@@ -67,10 +95,6 @@ class _Common(BaseModel):
             if not any(value is None if d is None else (type(value) is type(d) and value == d) for d in defaults):
                 return name
         return None
-
-    def sampling_key(self) -> dict[str, Any]:
-        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                "top_k": self.top_k, "seed": self.seed, "stop": list(self.stop or []), "ignore_eos": self.ignore_eos}
 
     @property
     def include_usage(self) -> bool:
