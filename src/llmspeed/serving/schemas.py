@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmspeed.runtime.sequence import SEED_MAX, SEED_MIN
 
@@ -38,6 +38,23 @@ UNSUPPORTED_DEFAULTS: dict[str, tuple[Any, ...]] = {
 }
 
 
+def _openapi_unsupported(schema: dict[str, Any]) -> None:
+    """Document the contract in /openapi.json: each unsupported OpenAI field may appear with its default value
+    only, and any other unknown field only as null (everything else is a 400)."""
+    props = schema.setdefault("properties", {})
+    for name, defaults in UNSUPPORTED_DEFAULTS.items():
+        allowed: list[Any] = []
+        for d in defaults:  # JSON has one number type: 0 and 0.0 are the same value
+            if not any((type(a) is type(d) or (_num(a) and _num(d))) and a == d for a in allowed):
+                allowed.append(d)
+        props[name] = {"enum": allowed, "description": "not implemented by llmspeed: only the default is accepted"}
+    schema["additionalProperties"] = {"type": "null"}
+
+
+def _num(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _has_nonfinite(v: object) -> bool:
     if isinstance(v, float):
         return not math.isfinite(v)
@@ -48,13 +65,28 @@ def _has_nonfinite(v: object) -> bool:
     return False
 
 
+def _has_lone_surrogate(v: object) -> bool:
+    """JSON may escape half of a UTF-16 pair (\\ud800); such a string is not text (cannot be UTF-8 encoded)."""
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(v, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(x) for k, x in v.items())
+    if isinstance(v, list):
+        return any(_has_lone_surrogate(x) for x in v)
+    return False
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     include_usage: bool = False
 
 
 class _Common(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True, json_schema_extra=_openapi_unsupported)
 
     model: str | None = None
     max_tokens: int | None = Field(default=None, ge=1)
@@ -64,12 +96,21 @@ class _Common(BaseModel):
                          description="(0, 1]; below 1e-6 means greedy (the nucleus is the top token)")
     top_k: int = Field(default=0, ge=0, description="llmspeed extension: 0 = off")
     seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
-    stop: str | list[str] | None = None
+    stop: str | list[str] | None = Field(default=None, json_schema_extra={"anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 4}, {"type": "null"}]})
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1, le=1, description="only 1 is supported")
     user: str | None = None
     ignore_eos: bool = Field(default=False, description="llmspeed/vLLM extension: generate exactly max_tokens")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        if _has_lone_surrogate(data):
+            raise ValueError("the request contains a lone UTF-16 surrogate (\\uD800-\\uDFFF), which is not valid text")
+        return data
 
     @field_validator("stop")
     @classmethod
@@ -102,7 +143,9 @@ class _Common(BaseModel):
 
 
 class CompletionRequest(_Common):
-    prompt: str | list[str]
+    prompt: str | list[str] = Field(json_schema_extra={"anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 1}]})
 
     @field_validator("prompt")
     @classmethod
