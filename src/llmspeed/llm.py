@@ -205,11 +205,12 @@ class LLM:
         self.last_output = self._output(seq, t_pre, t0)
 
     def _output(self, s: Sequence, t_pre: float, t0: float) -> GenerationOutput:
+        text = s.text  # detokenized here (on demand), so t_post below includes it
         tm = s.timings
         timings = {"t_pre": t_pre, "t_prefill": tm.t_prefill, "t_decode": tm.t_decode, "t_post": tm.t_post,
                    "ttft": tm.ttft or 0.0, "wall": (tm.finished or time.perf_counter()) - t0,
                    "cached_prompt_tokens": float(s.num_cached_prompt)}
-        return GenerationOutput(text=s.text, token_ids=list(s.output_ids), prompt_token_ids=list(s.prompt_ids),
+        return GenerationOutput(text=text, token_ids=list(s.output_ids), prompt_token_ids=list(s.prompt_ids),
                                 finish_reason=s.finish_reason, timings=timings)
 
     # -- tensors ----------------------------------------------------------------------------------

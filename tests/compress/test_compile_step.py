@@ -48,16 +48,16 @@ def test_compiled_decode_logits_equal_eager(compiled_llm) -> None:
     eng.step()  # prefill (eager)
     first = seq.num_tokens
     while seq.num_tokens < -(-first // 16) * 16 + 3:  # KV length crosses a 16-token bucket boundary
-        batch = eng.schedule()
+        batch = eng.scheduler.schedule()
         assert batch is not None and not batch.is_prefill
-        ids, meta, last = eng.build_inputs(batch.seqs)
+        ids, meta, last = eng.runner.build_inputs(batch.seqs)
         with torch.inference_mode():
             ref = compiled_llm.model(ids, meta, eng.kv.layers, logits_index=last)  # [1, V]
             got = eng.decode_fn(ids, meta, eng.kv.layers, eng.kv.scratch_slot)  # writes the same K/V again
         torch.testing.assert_close(got, ref, atol=1e-4, rtol=0)
         tok = int(ref.argmax())
         seq.num_computed = seq.num_tokens
-        eng._append_token(seq, tok, 0.0)
+        eng.processor.append_token(seq, tok, 0.0)
     compiled_llm.reset_engine()
 
 

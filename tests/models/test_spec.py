@@ -23,7 +23,7 @@ def test_directories_and_errors(tmp_path: Path) -> None:
     assert float_source(str(tmp_path)) == str(tmp_path)
     with pytest.raises(FileNotFoundError, match="model not found"):
         parse_model_spec(str(tmp_path / "missing"))
-    with pytest.raises(ValueError, match="applies to 'default' or a .gguf"):
+    with pytest.raises(ValueError, match=r"applies to 'default' or a \.gguf"):
         parse_model_spec(f"{tmp_path}:native")
     (tmp_path / "w.bin").write_bytes(b"x")
     with pytest.raises(ValueError, match="unsupported model file"):

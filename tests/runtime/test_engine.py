@@ -70,7 +70,7 @@ def test_prefix_cache_reuses_blocks_and_keeps_output(tiny_model_dir) -> None:
     nocache = llmspeed.load(tiny_model_dir("llama"), engine_config=EngineConfig(enable_prefix_cache=False))
     ref = nocache.generate(system + "Whence comest thou?", max_new_tokens=8, ignore_eos=True)[0]
     assert second.token_ids == ref.token_ids
-    assert llm.engine.pool.prefix_hit_tokens >= 16
+    assert llm.engine.stats().prefix_cache_hit_tokens >= 16
 
 
 def test_preemption_when_kv_is_scarce_keeps_outputs(tiny_model_dir) -> None:
@@ -79,7 +79,7 @@ def test_preemption_when_kv_is_scarce_keeps_outputs(tiny_model_dir) -> None:
     small = llmspeed.load(d, engine_config=EngineConfig(block_size=4, kv_cache_tokens=64, enable_prefix_cache=False))
     prompts = ["Good morrow, sir", "What light through yonder", "Friends, Romans"]
     outs = small.generate(prompts, max_new_tokens=12, ignore_eos=True)
-    assert small.engine.num_preemptions > 0
+    assert small.engine.stats().num_preemptions > 0
     big = llmspeed.load(d)
     for p, o in zip(prompts, outs, strict=True):
         assert o.token_ids == big.generate(p, max_new_tokens=12, ignore_eos=True)[0].token_ids

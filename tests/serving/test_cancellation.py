@@ -40,7 +40,7 @@ def test_non_streamed_disconnect_aborts(parts) -> None:
     assert seq.finished and seq.finish_reason == "abort" and not seq.output_ids
     loop._dispatch(seq)
     assert loop.num_in_flight == 0 and not loop.engine.has_work()
-    assert loop.engine.pool.num_used == 0
+    assert loop.stats().kv_blocks_used == 0
 
 
 def _find(loop, rid):
@@ -62,7 +62,7 @@ def test_stream_closed_early_aborts(parts) -> None:
     loop.engine.step()
     assert seq.finished and seq.finish_reason == "abort"
     loop._dispatch(seq)
-    assert loop.num_in_flight == 0 and loop.engine.pool.num_used == 0
+    assert loop.num_in_flight == 0 and loop.stats().kv_blocks_used == 0
 
 
 def test_engine_thread_aborts_requests_past_their_deadline(parts) -> None:

@@ -74,19 +74,19 @@ def module_scopes(model: nn.Module) -> Iterator[None]:
 
 @contextlib.contextmanager
 def sampler_scope() -> Iterator[None]:
-    import llmspeed.runtime.engine as engine_mod
+    import llmspeed.runtime.model_runner as runner_mod
 
-    original = engine_mod.sample_batch
+    original = runner_mod.sample_batch
 
     def scoped(*args: Any, **kw: Any) -> list[int]:
         with record_function(SCOPE + "sampling"):
             return original(*args, **kw)
 
-    engine_mod.sample_batch = scoped
+    runner_mod.sample_batch = scoped
     try:
         yield
     finally:
-        engine_mod.sample_batch = original
+        runner_mod.sample_batch = original
 
 
 @dataclass

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import enum
 import itertools
+import math
 import time
 from dataclasses import dataclass, field
 
 import torch
 
-from llmspeed.models.tokenizer import IncrementalDecoder, Tokenizer
+from llmspeed.models.tokenizer import Tokenizer
+from llmspeed.runtime.output_processor import Detokenizer
 
 _ids = itertools.count()
+GREEDY_TEMPERATURE = 1e-5  # a temperature below this samples greedily (vLLM's epsilon)
+GREEDY_TOP_P = 1e-6  # a nucleus this small is the top token alone: its probability is >= 1/V > 1e-6
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what torch.Generator.manual_seed accepts
 
 
 @dataclass(frozen=True)
@@ -25,17 +30,31 @@ class SamplingParams:
     ignore_eos: bool = False
 
     def __post_init__(self) -> None:
+        """Validates, then normalises: a temperature below GREEDY_TEMPERATURE or a top_p below GREEDY_TOP_P
+        (subnormals included) becomes greedy (temperature 0, top_p 1), which is what sampling converges to."""
+        for name in ("temperature", "top_p"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
         if self.max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens must be > 0, got {self.max_new_tokens}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.seed is not None and not SEED_MIN <= self.seed <= SEED_MAX:
+            raise ValueError(f"seed must be in [{SEED_MIN}, {SEED_MAX}], got {self.seed}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if any(not s for s in self.stop):
             raise ValueError("stop strings must be non-empty")
         object.__setattr__(self, "stop", tuple(self.stop))
+        if self.temperature < GREEDY_TEMPERATURE or self.top_p < GREEDY_TOP_P:
+            object.__setattr__(self, "temperature", 0.0)
+            object.__setattr__(self, "top_p", 1.0)
+        else:
+            object.__setattr__(self, "temperature", float(self.temperature))
+            object.__setattr__(self, "top_p", float(self.top_p))
 
     @property
     def deterministic(self) -> bool:
@@ -76,10 +95,11 @@ class Sequence:
         self.num_computed = 0  # tokens whose K/V are in the cache
         self.num_cached_prompt = 0  # prompt tokens served from the prefix cache
         self.generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
-        self.decoder = IncrementalDecoder(tokenizer)
-        self.text = ""  # visible text (stop strings cut)
-        self._emitted = 0  # chars of text already handed out by pop_text
         self.timings = Timings()
+        self.detokenizer = Detokenizer(tokenizer, params.stop, self.timings)
+        self.ended_on_eos = False  # the last output id is an EOS token (not part of the text)
+        self.error: str | None = None  # why the request failed (finish_reason "error")
+        self._emitted = 0  # chars of text already handed out by pop_text
 
     @property
     def all_ids(self) -> list[int]:
@@ -93,20 +113,28 @@ class Sequence:
     def finished(self) -> bool:
         return self.status is Status.FINISHED
 
-    def _holdback(self) -> int:
+    @property
+    def text(self) -> str:
+        """Visible text so far (stop strings cut), detokenized on demand rather than in the engine step."""
+        n = len(self.output_ids) - self.ended_on_eos
+        self.detokenizer.sync(self.output_ids, n, final=self.finish_reason == "length")
+        return self.detokenizer.text
+
+    def _holdback(self, text: str) -> int:
         """Chars at the end of text that could still start a stop string: do not stream them yet."""
         hold = 0
         for s in self.params.stop:
-            for n in range(min(len(s) - 1, len(self.text)), 0, -1):
-                if self.text.endswith(s[:n]):
+            for n in range(min(len(s) - 1, len(text)), 0, -1):
+                if text.endswith(s[:n]):
                     hold = max(hold, n)
                     break
         return hold
 
     def pop_text(self) -> str:
         """New visible text since the last call (never half a character, never part of a stop string)."""
-        end = len(self.text) if self.finished else len(self.text) - self._holdback()
-        piece = self.text[self._emitted:end]
+        text = self.text
+        end = len(text) if self.finished else len(text) - self._holdback(text)
+        piece = text[self._emitted:end]
         self._emitted = max(self._emitted, end)
         return piece
 
@@ -114,3 +142,8 @@ class Sequence:
         self.status = Status.FINISHED
         self.finish_reason = reason
         self.timings.finished = time.perf_counter()
+
+    def fail(self, message: str) -> None:
+        """Finish with reason "error": this request failed; others in its batch are unaffected."""
+        self.error = message
+        self.finish("error")

@@ -1,5 +1,6 @@
 """The one background thread that owns the Engine: it steps while there is work and hands each request's
-new text to that request's asyncio queue (`loop.call_soon_threadsafe`). Front ends only add and abort.
+new text to that request's asyncio queue (`loop.call_soon_threadsafe`). Front ends only add and abort,
+and read the engine through `stats()` (a frozen snapshot) and `limits` (fixed at construction).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from llmspeed.runtime.engine import Engine
-from llmspeed.runtime.sequence import Sequence
+from llmspeed.runtime.engine import Engine, EngineLimits, EngineStats
+from llmspeed.runtime.sequence import SamplingParams, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class EngineLoop:
 
     def __init__(self, engine: Engine, on_finish: Callable[[Sequence], None] | None = None) -> None:
         self.engine = engine
+        self.limits: EngineLimits = engine.limits
         self.on_finish = on_finish
         self._tickets: dict[str, _Ticket] = {}
         self._lock = threading.Lock()
@@ -75,13 +77,21 @@ class EngineLoop:
     def num_in_flight(self) -> int:
         return len(self._tickets)
 
+    def stats(self) -> EngineStats:
+        """The engine's state at the end of its last step (safe from any thread)."""
+        return self.engine.stats()
+
     @property
     def num_running(self) -> int:
-        return len(self.engine.running)
+        return self.stats().num_running
 
     @property
     def num_waiting(self) -> int:
         return max(0, self.num_in_flight - self.num_running)
+
+    def make_sequence(self, prompt_ids: list[int], params: SamplingParams, seq_id: str) -> Sequence:
+        """A request for this engine (ValueError when it can never fit)."""
+        return self.engine.make_sequence(prompt_ids, params, seq_id=seq_id)
 
     def submit(self, seq: Sequence, timeout: float | None = None) -> asyncio.Queue[Delta]:
         """Queue `seq`; its deltas arrive on the returned queue (call from a running event loop). After
@@ -142,7 +152,7 @@ class EngineLoop:
                     self.on_finish(seq)
                 except Exception:  # metrics must never break generation
                     log.exception("on_finish hook failed")
-            self._post(t, Delta(text, len(seq.output_ids), True, seq.finish_reason))
+            self._post(t, Delta(text, len(seq.output_ids), True, seq.finish_reason, error=seq.error))
         elif text:
             self._post(t, Delta(text, len(seq.output_ids), False))
 

@@ -39,6 +39,16 @@ class Prepared:
     key: str | None  # response-cache key, None when the request is not deterministic
 
 
+def sampling_key(params: SamplingParams) -> dict[str, Any]:
+    """The response-cache view of the sampling parameters, after normalisation (top_p=1e-300 is greedy)."""
+    return {"max_tokens": params.max_new_tokens, "temperature": params.temperature, "top_p": params.top_p,
+            "top_k": params.top_k, "seed": params.seed, "stop": list(params.stop), "ignore_eos": params.ignore_eos}
+
+
+def _failed(error: str) -> str:
+    return f"this request failed in the engine ({error}); other requests are unaffected"
+
+
 def sse(obj: dict[str, Any] | str) -> bytes:
     return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n".encode()
 
@@ -53,6 +63,10 @@ class GenerationService:
 
     # -- request -> engine input --------------------------------------------------------------------
     def prepare(self, req: S.CompletionRequest | S.ChatCompletionRequest, kind: str) -> Prepared:
+        bad = req.nonfinite_field()
+        if bad is not None:
+            raise APIError(400, f"{bad} must be a finite number (NaN and infinity are not allowed)", bad,
+                           "invalid_value")
         bad = req.unsupported_field()
         if bad is not None:
             raise APIError(400, f"unsupported field '{bad}': llmspeed does not implement it (see README, Serving)",
@@ -61,7 +75,6 @@ class GenerationService:
             raise APIError(404, f"model '{req.model}' does not exist; this server serves '{self.cfg.model_name}'",
                            "model", "model_not_found")
         tok = self.llm.tokenizer
-        eng = self.loop.engine
         try:
             if isinstance(req, S.ChatCompletionRequest):
                 messages: Any = req.normalized_messages()
@@ -72,7 +85,7 @@ class GenerationService:
                 limit, prompt_repr = req.max_tokens, req.prompt
         except ValueError as e:
             raise APIError(400, str(e), "messages" if kind == "chat" else "prompt") from None
-        window = min(eng.max_model_len, eng.kv.capacity_tokens - eng.config.block_size)
+        window = self.loop.limits.max_request_tokens
         if len(ids) >= window:
             raise APIError(400, f"prompt has {len(ids)} tokens; the context window is {window}",
                            "messages" if kind == "chat" else "prompt", "context_length_exceeded")
@@ -81,13 +94,22 @@ class GenerationService:
         if len(ids) + limit > window:
             raise APIError(400, f"prompt ({len(ids)} tokens) + max_tokens ({limit}) exceeds the context window "
                                 f"({window} tokens)", "max_tokens", "context_length_exceeded")
-        params = SamplingParams(max_new_tokens=limit, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
-                                seed=req.seed, stop=tuple(req.stop or ()), ignore_eos=req.ignore_eos)
+        try:
+            params = SamplingParams(max_new_tokens=limit, temperature=req.temperature, top_k=req.top_k,
+                                    top_p=req.top_p, seed=req.seed, stop=tuple(req.stop or ()),
+                                    ignore_eos=req.ignore_eos)
+        except ValueError as e:  # the schema already checks these; this is the library's own guard
+            raise APIError(400, str(e), None, "invalid_value") from None
         key = None
         if self.cache.enabled and params.deterministic:
-            sampling = req.sampling_key() | {"max_tokens": limit}
-            key = cache_key(self.identity, kind, prompt_repr, sampling)
+            key = cache_key(self.identity, kind, prompt_repr, sampling_key(params))
         return Prepared(kind, S.new_id(kind), int(time.time()), ids, params, key)
+
+    def _sequence(self, p: Prepared) -> Any:
+        try:
+            return self.loop.make_sequence(p.prompt_ids, p.params, p.rid)
+        except ValueError as e:
+            raise APIError(400, str(e), None, "invalid_value") from None
 
     def lookup(self, p: Prepared) -> tuple[dict[str, Any] | None, str]:
         if p.key is None:
@@ -97,7 +119,7 @@ class GenerationService:
         return entry, level
 
     def admit(self) -> None:
-        limit = self.loop.engine.config.max_batch + self.cfg.max_queue
+        limit = self.loop.limits.max_batch + self.cfg.max_queue
         if self.loop.num_in_flight >= limit:
             self.metrics.rejected.labels("429").inc()
             raise APIError(429, f"server busy: {self.loop.num_in_flight} requests in flight (limit {limit}); "
@@ -133,7 +155,7 @@ class GenerationService:
         """Non-streamed: generate to the end (or timeout -> 504) and return the cache entry. `gone` polls for
         a client disconnect (then the request is aborted and its KV blocks freed)."""
         self.admit()
-        seq = self.loop.engine.make_sequence(p.prompt_ids, p.params, seq_id=p.rid)
+        seq = self._sequence(p)
         q = self.loop.submit(seq, self.cfg.request_timeout + 1.0)
         deadline = time.monotonic() + self.cfg.request_timeout
         parts: list[str] = []
@@ -149,7 +171,7 @@ class GenerationService:
                 if d.finished:
                     done = True
                     if d.error:
-                        raise APIError(500, d.error, None, "engine_error")
+                        raise APIError(500, _failed(d.error), None, "engine_error")
                     entry = self._entry(p, "".join(parts), d.finish_reason, d.num_output, seq.num_cached_prompt)
                     self._store(p, entry)
                     return entry
@@ -160,7 +182,7 @@ class GenerationService:
     async def stream(self, p: Prepared, include_usage: bool) -> AsyncIterator[bytes]:
         """SSE chunks in OpenAI's format; ends with `data: [DONE]` (after an error event if it failed)."""
         self.admit()  # raised before the response starts, so a 429 is a plain JSON error
-        seq = self.loop.engine.make_sequence(p.prompt_ids, p.params, seq_id=p.rid)
+        seq = self._sequence(p)
         q = self.loop.submit(seq, self.cfg.request_timeout + 1.0)
         return self._stream_body(p, seq, q, include_usage)
 
@@ -183,7 +205,7 @@ class GenerationService:
                     return
                 if d.error:
                     done = True
-                    yield sse(error_body(500, d.error, None, "engine_error"))
+                    yield sse(error_body(500, _failed(d.error), None, "engine_error"))
                     yield sse("[DONE]")
                     return
                 if d.text:

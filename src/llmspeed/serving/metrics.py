@@ -16,36 +16,39 @@ _TPOT = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2, 2.5)
 
 
 class _EngineCollector(Collector):
-    """Gauges and counters read from the engine at scrape time (no bookkeeping on the hot path)."""
+    """Gauges and counters from the engine's end-of-step snapshot, read at scrape time (no bookkeeping on
+    the hot path, no reads of engine internals from the scraping thread)."""
 
     def __init__(self, loop: object) -> None:
         self.loop = loop  # EngineLoop
 
     def collect(self) -> Iterator[object]:
         lp = self.loop
-        eng = lp.engine  # type: ignore[attr-defined]
-        pool = eng.pool
+        st = lp.stats()  # type: ignore[attr-defined]
         yield _gauge("llmspeed:num_requests_waiting", "requests queued for a batch slot", lp.num_waiting)  # type: ignore[attr-defined]
-        yield _gauge("llmspeed:num_requests_running", "requests in the running batch", len(eng.running))
-        yield _gauge("llmspeed:kv_cache_blocks_used", "KV-cache blocks in use", pool.num_used)
-        yield _gauge("llmspeed:kv_cache_blocks_total", "KV-cache blocks", len(pool.blocks))
-        yield _gauge("llmspeed:kv_cache_usage_perc", "fraction of KV-cache blocks in use",
-                     pool.num_used / max(len(pool.blocks), 1))
-        c = CounterMetricFamily("llmspeed:prefix_cache_hits", "prompt tokens served from the prefix cache")
-        c.add_metric([], float(pool.prefix_hit_tokens))
-        yield c
-        c = CounterMetricFamily("llmspeed:prefix_cache_queries", "prompt tokens looked up in the prefix cache")
-        c.add_metric([], float(pool.prefix_query_tokens))
-        yield c
-        c = CounterMetricFamily("llmspeed:num_preemptions", "requests preempted for lack of KV blocks")
-        c.add_metric([], float(eng.num_preemptions))
-        yield c
+        yield _gauge("llmspeed:num_requests_running", "requests in the running batch", st.num_running)
+        yield _gauge("llmspeed:kv_cache_blocks_used", "KV-cache blocks in use", st.kv_blocks_used)
+        yield _gauge("llmspeed:kv_cache_blocks_total", "KV-cache blocks", st.kv_blocks_total)
+        yield _gauge("llmspeed:kv_cache_usage_perc", "fraction of KV-cache blocks in use", st.kv_usage)
+        yield _counter("llmspeed:prefix_cache_hits", "prompt tokens served from the prefix cache",
+                       st.prefix_cache_hit_tokens)
+        yield _counter("llmspeed:prefix_cache_queries", "prompt tokens looked up in the prefix cache",
+                       st.prefix_cache_query_tokens)
+        yield _counter("llmspeed:num_preemptions", "requests preempted for lack of KV blocks", st.num_preemptions)
+        yield _counter("llmspeed:request_failures", "requests failed in the engine (the rest of their batch ran on)",
+                       st.num_failed)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     g = GaugeMetricFamily(name, doc)
     g.add_metric([], float(value))
     return g
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    c = CounterMetricFamily(name, doc)
+    c.add_metric([], float(value))
+    return c
 
 
 class ServerMetrics:

@@ -1,12 +1,21 @@
-"""OpenAI wire format: request models (validated, unknown fields rejected by name) and response builders."""
+"""OpenAI wire format: request models (validated, unknown fields rejected by name) and response builders.
+
+Every float is finite (NaN/inf, which Python's JSON parser accepts as `NaN`/`Infinity`, are a 400);
+temperature is in [0, 2] and top_p in (0, 1] as in OpenAI's API. Tiny positive values (a temperature below
+1e-5, a top_p below 1e-6, subnormals included) are valid and mean greedy decoding: `SamplingParams`
+normalises them, so the sampler never sees a value that underflows in float32.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from llmspeed.runtime.sequence import SEED_MAX, SEED_MIN
 
 # Fields of the OpenAI API we do not implement; accepted only when they carry their default value.
 UNSUPPORTED_DEFAULTS: dict[str, tuple[Any, ...]] = {
@@ -29,26 +38,79 @@ UNSUPPORTED_DEFAULTS: dict[str, tuple[Any, ...]] = {
 }
 
 
+def _openapi_unsupported(schema: dict[str, Any]) -> None:
+    """Document the contract in /openapi.json: each unsupported OpenAI field may appear with its default value
+    only, and any other unknown field only as null (everything else is a 400)."""
+    props = schema.setdefault("properties", {})
+    for name, defaults in UNSUPPORTED_DEFAULTS.items():
+        allowed: list[Any] = []
+        for d in defaults:  # JSON has one number type: 0 and 0.0 are the same value
+            if not any((type(a) is type(d) or (_num(a) and _num(d))) and a == d for a in allowed):
+                allowed.append(d)
+        props[name] = {"enum": allowed, "description": "not implemented by llmspeed: only the default is accepted"}
+    schema["additionalProperties"] = {"type": "null"}
+
+
+def _num(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _has_nonfinite(v: object) -> bool:
+    if isinstance(v, float):
+        return not math.isfinite(v)
+    if isinstance(v, dict):
+        return any(_has_nonfinite(x) for x in v.values())
+    if isinstance(v, list):
+        return any(_has_nonfinite(x) for x in v)
+    return False
+
+
+def _has_lone_surrogate(v: object) -> bool:
+    """JSON may escape half of a UTF-16 pair (\\ud800); such a string is not text (cannot be UTF-8 encoded)."""
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(v, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(x) for k, x in v.items())
+    if isinstance(v, list):
+        return any(_has_lone_surrogate(x) for x in v)
+    return False
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     include_usage: bool = False
 
 
 class _Common(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True, json_schema_extra=_openapi_unsupported)
 
     model: str | None = None
     max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0, allow_inf_nan=False,
+                               description="0..2; below 1e-5 means greedy")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, allow_inf_nan=False,
+                         description="(0, 1]; below 1e-6 means greedy (the nucleus is the top token)")
     top_k: int = Field(default=0, ge=0, description="llmspeed extension: 0 = off")
-    seed: int | None = None
-    stop: str | list[str] | None = None
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
+    stop: str | list[str] | None = Field(default=None, json_schema_extra={"anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 4}, {"type": "null"}]})
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1, le=1, description="only 1 is supported")
     user: str | None = None
     ignore_eos: bool = Field(default=False, description="llmspeed/vLLM extension: generate exactly max_tokens")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        if _has_lone_surrogate(data):
+            raise ValueError("the request contains a lone UTF-16 surrogate (\\uD800-\\uDFFF), which is not valid text")
+        return data
 
     @field_validator("stop")
     @classmethod
@@ -60,6 +122,13 @@ class _Common(BaseModel):
             raise ValueError("stop sequences must be non-empty")
         return stops
 
+    def nonfinite_field(self) -> str | None:
+        """Name of the first extra field holding NaN or +-inf anywhere inside it (a 400 of its own)."""
+        for name, value in (self.model_extra or {}).items():
+            if _has_nonfinite(value):
+                return name
+        return None
+
     def unsupported_field(self) -> str | None:
         """Name of the first extra field with a non-default value (those are refused, never ignored)."""
         for name, value in (self.model_extra or {}).items():
@@ -68,17 +137,15 @@ class _Common(BaseModel):
                 return name
         return None
 
-    def sampling_key(self) -> dict[str, Any]:
-        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                "top_k": self.top_k, "seed": self.seed, "stop": list(self.stop or []), "ignore_eos": self.ignore_eos}
-
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
 class CompletionRequest(_Common):
-    prompt: str | list[str]
+    prompt: str | list[str] = Field(json_schema_extra={"anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 1}]})
 
     @field_validator("prompt")
     @classmethod
