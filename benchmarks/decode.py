@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import llmspeed
 from llmspeed.models.default_model import default_gguf_path
 from llmspeed.runtime.engine import EngineConfig
 from llmspeed.runtime.threads import set_threads
+from llmspeed.util.cpu import cpu_info
 
 log = logging.getLogger("bench.decode")
 
@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--model", default="default", help="llmspeed's side: default (int4 as shipped), default:fp32, ...")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     threads = set_threads(args.threads)
@@ -68,16 +69,16 @@ def main() -> None:
 
     g = default_gguf_path()
     t0 = time.perf_counter()
-    llmspeed.load("default")  # make sure the conversion cache exists, then time a warm load
+    llmspeed.load(args.model)  # make sure the conversion cache exists, then time a warm load
     t_cold = time.perf_counter() - t0
     t0 = time.perf_counter()
-    llmspeed.load("default")
+    llmspeed.load(args.model)
     t_load = time.perf_counter() - t0
     rows, records = [], []
     bw_note = "GB/s = weight bytes per decode step x steps/s (b1)"
     for dtype in args.dtypes.split(","):
         # no prefix cache: warm-up and repeats reuse the same prompt, which must be recomputed every time
-        llm = llmspeed.load("default", dtype=dtype, threads=threads,
+        llm = llmspeed.load(args.model, dtype=dtype, threads=threads,
                             engine_config=EngineConfig(enable_prefix_cache=False, max_batch_tokens=8192))
         hf = tf.AutoModelForCausalLM.from_pretrained(g.parent, gguf_file=g.name, attn_implementation="eager",
                                                      dtype=getattr(torch, dtype)).eval()
@@ -109,10 +110,13 @@ def main() -> None:
                 rows.append([name, dtype, engine, f"{r['tok_s']:.1f}", f"{res[engine] / res['hf-eager']:.2f}x",
                              "-" if r["gb_s"] != r["gb_s"] else f"{r['gb_s']:.1f}", f"{r['ttft_s'] * 1e3:.0f}"])
         del hf, llm
-    env = {"cpu": platform.processor() or platform.machine(), "threads": threads, "torch": torch.__version__,
-           "llmspeed": llmspeed.__version__, "repeats": repeats, "new_tokens": new, "warm_load_s": t_load,
-           "first_load_s": t_cold}
-    print_table(f"decode/prefill, default model, threads={threads}, median of {repeats} after warm-up; {bw_note}",
+    cpu = cpu_info()
+    env = {"cpu": cpu.model, "cpu_flags": cpu.isa_summary(), "model": args.model, "threads": threads,
+           "torch": torch.__version__, "llmspeed": llmspeed.__version__, "repeats": repeats, "new_tokens": new,
+           "warm_load_s": t_load, "first_load_s": t_cold}
+    print(f"CPU: {cpu.model} ({cpu.isa_summary()})")
+    print_table(f"decode/prefill, llmspeed {args.model} vs HF fp32 (same GGUF), threads={threads}, median of {repeats} "
+                f"after warm-up; {bw_note}",
                 ["scenario", "dtype", "engine", "tok/s", "vs hf", "GB/s", "TTFT ms"], rows)
     print(f"warm load of the default model from the cache: {t_load:.2f} s (first call this run: {t_cold:.2f} s)")
     if args.json:

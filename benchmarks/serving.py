@@ -86,7 +86,8 @@ def bench_llmspeed(args: argparse.Namespace, prompts: list[str]) -> dict:
 
 
 def bench_llamacpp(args: argparse.Namespace, prompts: list[str]) -> dict | None:
-    if importlib.util.find_spec("llama_cpp") is None:
+    py = args.llamacpp_python or sys.executable
+    if args.llamacpp_python is None and importlib.util.find_spec("llama_cpp") is None:
         return None
     from llmspeed.models.default_model import default_gguf_path
     from llmspeed.serving.server import bind_socket
@@ -95,9 +96,10 @@ def bench_llamacpp(args: argparse.Namespace, prompts: list[str]) -> dict | None:
     sock = bind_socket()
     port = sock.getsockname()[1]
     sock.close()
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--host", "127.0.0.1",
-                             "--port", str(port), "--n_threads", "2"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    # --interrupt_requests false: by default its server cuts an in-flight stream short when a new request arrives
+    proc = subprocess.Popen([py, "-m", "llama_cpp.server", "--model", gguf, "--host", "127.0.0.1",
+                             "--port", str(port), "--n_threads", "2", "--interrupt_requests", "false"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -121,9 +123,14 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--llamacpp-python", default=None, help="a Python with llama-cpp-python[server] (other venv)")
     args = ap.parse_args()
     prompts = [f"Write a short poem about {TOPICS[i % len(TOPICS)]} (#{i}):" for i in range(args.requests)]
-    res = {"llmspeed": bench_llmspeed(args, prompts)}
+    from llmspeed.util.cpu import cpu_info
+
+    cpu = cpu_info()
+    print(f"CPU: {cpu.model} ({cpu.isa_summary()}); llmspeed --model {args.model}")
+    res = {"cpu": cpu.model, "cpu_flags": cpu.isa_summary(), "model": args.model, "llmspeed": bench_llmspeed(args, prompts)}
     lc = bench_llamacpp(args, prompts)
     res["llama_cpp_python"] = lc if lc is not None else "not installed (pip install llama-cpp-python)"
     ls = res["llmspeed"]
@@ -137,8 +144,9 @@ def main() -> None:
               f"{r['tpot_p50_ms']:9.1f} {r['tpot_p99_ms']:9.1f}")
     print(f"concurrent / sequential tok/s: {ls['concurrent_vs_sequential_tok_s']:.2f}x")
     if lc is not None:
-        print(f"llmspeed concurrent / llama-cpp-python concurrent tok/s: "
-              f"{ls['concurrent']['tok_per_s'] / lc['concurrent']['tok_per_s']:.2f}x")
+        for mode in ("sequential", "concurrent"):
+            print(f"llmspeed / llama-cpp-python {mode}: {ls[mode]['tok_per_s'] / lc[mode]['tok_per_s']:.2f}x tok/s, "
+                  f"p50 latency {ls[mode]['e2e_p50_ms']:.0f} vs {lc[mode]['e2e_p50_ms']:.0f} ms")
     c = ls["cache"]
     print(f"response cache: miss p50 {c['miss_e2e_p50_ms']:.1f} ms, hit p50 {c['hit_e2e_p50_ms']:.2f} ms "
           f"({c['speedup']:.0f}x)")

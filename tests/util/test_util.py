@@ -66,3 +66,17 @@ def test_atomic_text_and_best_time(tmp_path: Path) -> None:
     assert best_time(lambda: calls.append(1), 3) >= 0 and len(calls) == 4  # one warm-up + 3 timed
     with pytest.raises(ValueError):
         best_time(lambda: None, 0)
+
+
+def test_heartbeat_logs_while_a_block_runs(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import time
+
+    from llmspeed.util.progress import heartbeat
+
+    with caplog.at_level(logging.INFO, logger="llmspeed.progress"):
+        with heartbeat("work", every=0.05):
+            time.sleep(0.3)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert msgs[0] == "work ..." and msgs[-1].startswith("work: done in")
+    assert sum("still running" in m for m in msgs) >= 2

@@ -34,8 +34,11 @@ def eval_cmd(
     EvalConfig(max_tokens=max_tokens, ood_max_tokens=ood_max_tokens, lastword_n=lastword_n)  # validate first
     src = resolve_text(text)  # bad file / non-UTF-8 -> ValueError before any model loads
     llm = load_llm(model, dtype, threads, recipe)
-    res = evaluate(llm, baseline=baseline, text=src, max_tokens=max_tokens, ood_max_tokens=ood_max_tokens,
-                   lastword_n=lastword_n)
+    from llmspeed.util.progress import heartbeat
+
+    with heartbeat("eval"):
+        res = evaluate(llm, baseline=baseline, text=src, max_tokens=max_tokens, ood_max_tokens=ood_max_tokens,
+                       lastword_n=lastword_n)
     res["model"] = model
     if as_json:
         sys.stdout.write(json.dumps(res, indent=2, default=str) + "\n")

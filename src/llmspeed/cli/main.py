@@ -51,6 +51,7 @@ def _register() -> None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("LLMSPEED_LOG", "WARNING").upper(),
                         format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("llmspeed.progress").setLevel(logging.INFO)  # heartbeats of long phases always show
     _register()
     try:
         app(args=argv, prog_name="llmspeed", standalone_mode=False)

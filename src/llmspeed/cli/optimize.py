@@ -86,17 +86,20 @@ def _render(rows: list[dict[str, Any]], settings: dict[str, Any], reports: list[
 
     con = Console()
     t = Table(title=f"llmspeed optimize -> {out}")
-    cols = ["model", "size MB", "decode tok/s (b1)", "prefill tok/s", "ΔPPL %", "KL", "top-1", "note"]
-    for c in cols:
-        t.add_column(c, justify="left" if c in ("model", "note") else "right")
+    cols = ["model", "size MB", "decode tok/s", "prefill tok/s", "ΔPPL %", "KL", "top-1"]
+    for c in cols:  # fits 80 columns; long notes go below the table
+        t.add_column(c, justify="left" if c == "model" else "right", overflow="fold")
 
     def f(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
     for r in rows:
         t.add_row(r["name"], f(r["size"], ".1f"), f(r["decode"], ".1f"), f(r["prefill"], ".0f"),
-                  f(r.get("dppl"), "+.2f"), f(r.get("kl"), ".4f"), f(r.get("top1"), ".3f"), r.get("note", ""))
+                  f(r.get("dppl"), "+.2f"), f(r.get("kl"), ".4f"), f(r.get("top1"), ".3f"))
     con.print(t)
+    for r in rows:
+        if r.get("note"):
+            con.print(f"note ({r['name']}): {r['note']}")
     con.print(f"decode: prompt {settings['prompt_len']} + {settings['new_tokens']} new tokens, EOS ignored, batch 1; "
               f"prefill: {settings['prefill_len']} tokens; median of {settings['repeats']} after warm-up; "
               f"{settings['threads']} threads")
@@ -122,16 +125,19 @@ def optimize(
     from llmspeed.bench.quick import SpeedConfig, measure_speed, model_size_mb, slow_cause
     from llmspeed.compress.api import Recipe
     from llmspeed.models.spec import float_source
+    from llmspeed.util.progress import heartbeat
 
     rec = Recipe.parse(recipe)  # bad recipe: one-line error, exit 2, nothing loaded or written
     speed_cfg = SpeedConfig(new_tokens=new_tokens, repeats=repeats)
     _check_out(out)
     llm = llmspeed.load(float_source(model), threads=threads)
     size0 = model_size_mb(llm.model)
-    base = measure_speed(llm, speed_cfg)
+    with heartbeat("optimize: measuring the original's speed"):
+        base = measure_speed(llm, speed_cfg)
     reports = _compress(llm, rec)
     saved = llm.save(out)  # temp dir + rename inside: nothing at --out unless complete
-    opt = measure_speed(llm, speed_cfg)
+    with heartbeat(f"optimize: measuring {rec}'s speed"):
+        opt = measure_speed(llm, speed_cfg)
     rows = [{"name": f"{llm.source} (original)", "size": size0, "decode": base.decode_tok_s,
              "prefill": base.prefill_tok_s},
             {"name": str(rec), "size": model_size_mb(llm.model), "decode": opt.decode_tok_s,
@@ -142,7 +148,8 @@ def optimize(
         rows[1]["note"] = f"SLOWER than fp32 ({', '.join(slower)}): {slow_cause(list(rec.steps))}"
     if quality:
         baseline = llmspeed.load(float_source(model), threads=threads)
-        q = _quality(llm, baseline, eval_tokens)
+        with heartbeat(f"optimize: ΔPPL / KL / top-1 on {eval_tokens} held-out tokens"):
+            q = _quality(llm, baseline, eval_tokens)
         if q is not None:
             ppl, ppl0 = _pick(q, "ppl"), _pick(q, "baseline_ppl", "ppl_baseline")
             rows[1]["dppl"] = _pick(q, "delta_ppl_pct", "ppl_increase_pct") or (

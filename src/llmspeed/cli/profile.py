@@ -46,7 +46,10 @@ def profile(
 
         forget_plans()
     llm = _load(model, dtype, threads, recipe)
-    report = run_profile(llm, cfg)
+    from llmspeed.util.progress import heartbeat
+
+    with heartbeat("profile"):
+        report = run_profile(llm, cfg)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
         return
