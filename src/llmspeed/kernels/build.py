@@ -1,7 +1,7 @@
 """Build (once per machine and source version) and load llmspeed's C++ CPU kernels (csrc/*.cpp).
 
 `load()` is lazy and idempotent: the first call compiles with torch.utils.cpp_extension into
-`<$LLMSPEED_CACHE or ~/.cache/llmspeed>/kernels/<torch version>-<source hash>/` (one INFO line, ~20-30 s on
+`<$LLMSPEED_CACHE or ~/.cache/llmspeed>/kernels/<torch version>-<source hash>/` (one INFO line, ~30-40 s on
 2 cores), later processes just load the cached library (milliseconds). Any failure logs ONE warning with the
 reason and returns False, after which llmspeed.kernels uses the pure-torch reference. `LLMSPEED_KERNELS=0`
 disables the C++ path altogether.
@@ -33,7 +33,7 @@ HEADERS = ("lowbit.h", "lowbit_q8_tiles512.h", "lowbit_q8_tiles256.h")
 # parallel (torch's own libgomp.so.1 is already loaded and is reused).
 CFLAGS = ("-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno")
 LDFLAGS = ("-fopenmp",)
-EXPECTED_BUILD_S = 25
+EXPECTED_BUILD_S = 30
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}  # "ok": bool, "reason": str, "path": str

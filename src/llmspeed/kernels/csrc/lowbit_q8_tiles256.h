@@ -121,17 +121,49 @@ LS_Q8_T inline __m128i load16(const void* p, int64_t valid) {
   return _mm_load_si128(reinterpret_cast<const __m128i*>(buf));
 }
 
-// 8 rows x 16 bytes at byte offset `off` (bytes >= `valid` read as 0) -> v[i] (i < 4): lane r = dword i of row r.
-LS_Q8_T inline void transpose8x4(const void* const* rows, int64_t off, int64_t valid, __m256i v[4]) {
-  const auto row = [&](int j) { return static_cast<const int8_t*>(rows[j]) + off; };
+// 8 rows of 4 dwords r[j] -> v[i] (i < 4): lane j = dword i of row j (4x4 dword transposes in each 128-bit lane).
+LS_Q8_T inline void transpose8x4(const __m128i r[8], __m256i v[4]) {
   __m256i z[4];  // z[j] 128-bit lane b = row j + 4b
 #pragma GCC unroll 4
-  for (int j = 0; j < 4; ++j)
-    z[j] = _mm256_inserti128_si256(_mm256_castsi128_si256(load16(row(j), valid)), load16(row(j + 4), valid), 1);
+  for (int j = 0; j < 4; ++j) z[j] = _mm256_inserti128_si256(_mm256_castsi128_si256(r[j]), r[j + 4], 1);
   const __m256i t0 = _mm256_unpacklo_epi32(z[0], z[1]), t1 = _mm256_unpackhi_epi32(z[0], z[1]);
   const __m256i t2 = _mm256_unpacklo_epi32(z[2], z[3]), t3 = _mm256_unpackhi_epi32(z[2], z[3]);
   v[0] = _mm256_unpacklo_epi64(t0, t2), v[1] = _mm256_unpackhi_epi64(t0, t2);
   v[2] = _mm256_unpacklo_epi64(t1, t3), v[3] = _mm256_unpackhi_epi64(t1, t3);
+}
+
+// 8 rows x 16 bytes at byte offset `off` (bytes >= `valid` read as 0) -> v[i] (i < 4): lane r = dword i of row r.
+LS_Q8_T inline void transpose8x4(const void* const* rows, int64_t off, int64_t valid, __m256i v[4]) {
+  __m128i r[8];
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j) r[j] = load16(static_cast<const int8_t*>(rows[j]) + off, valid);
+  transpose8x4(r, v);
+}
+
+// Scales and mins of the tile's 8 rows (rows n[r]) -> sf, mf [G][8] float32: each row's (scale, min) f16 pairs of
+// 4 groups form 4 dwords, transposed like the codes; groups beyond the last multiple of 4 one by one.
+LS_Q8_T void tile_params(const Int4Q8Args& a, const int64_t* n, float* sf, float* mf) {
+  const int64_t G = a.K / a.group;
+  int64_t g0 = 0;
+  for (; g0 + 4 <= G; g0 += 4) {
+    __m128i sm[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; ++r)
+      sm[r] = _mm_unpacklo_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(a.scales + n[r] * G + g0)),
+                                 _mm_loadl_epi64(reinterpret_cast<const __m128i*>(a.mins + n[r] * G + g0)));
+    __m256i v[4];
+    transpose8x4(sm, v);
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {  // v[i] lane r = (scale, min) of row r, group g0 + i
+      const __m256i p = _mm256_packus_epi32(_mm256_and_si256(v[i], _mm256_set1_epi32(0xFFFF)), _mm256_srli_epi32(v[i], 16));
+      const __m256i q = _mm256_permute4x64_epi64(p, 0xD8);  // [8 scales | 8 mins] f16
+      _mm256_storeu_ps(sf + (g0 + i) * 8, _mm256_cvtph_ps(_mm256_castsi256_si128(q)));
+      _mm256_storeu_ps(mf + (g0 + i) * 8, _mm256_cvtph_ps(_mm256_extracti128_si256(q, 1)));
+    }
+  }
+  for (; g0 < G; ++g0)
+    for (int r = 0; r < 8; ++r)
+      sf[g0 * 8 + r] = _cvtsh_ss(a.scales[n[r] * G + g0]), mf[g0 * 8 + r] = _cvtsh_ss(a.mins[n[r] * G + g0]);
 }
 
 // The first `n` of 8 float32 lanes.
@@ -139,9 +171,9 @@ LS_Q8_T inline __m256i lanes_below(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-// One tile of 8 weight rows (outputs y[m, t .. t + nkeep)) x MT activation rows from m0; scales/mins as f16 [G][8].
+// One tile of 8 weight rows (outputs y[m, t .. t + nkeep)) x MT activation rows from m0; sf, mf: tile_params.
 template <int MT>
-LS_Q8_T void tile4(const Int4Q8Args& a, const uint8_t* const* rows, const uint16_t* st, const uint16_t* mt, int64_t t,
+LS_Q8_T void tile4(const Int4Q8Args& a, const uint8_t* const* rows, const float* sf, const float* mf, int64_t t,
                    int nkeep, int64_t m0, const uint8_t* next) {
   const int64_t K = a.K, g = a.group, G = K / g;
   constexpr int C = Dot::chains<MT>();
@@ -162,8 +194,7 @@ LS_Q8_T void tile4(const Int4Q8Args& a, const uint8_t* const* rows, const uint16
       }
       Dot::int4<MT, C>(isum, v, qx + kb, K);
     }
-    const __m256 sv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(st + gi * 8)));
-    const __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mt + gi * 8)));
+    const __m256 sv = _mm256_loadu_ps(sf + gi * 8), mv = _mm256_loadu_ps(mf + gi * 8);
 #pragma GCC unroll 4
     for (int m = 0; m < MT; ++m) {
       const int64_t i = (m0 + m) * G + gi;
@@ -218,19 +249,17 @@ LS_Q8_T void tile8(const Int8Q8Args& a, const int8_t* const* rows, int64_t t, in
 
 LS_Q8_T void int4_q8_tiles(const Int4Q8Args& a, int64_t n0, int64_t n1) {
   const int64_t G = a.K / a.group;
-  std::vector<uint16_t> st(static_cast<size_t>(G * 8)), sm(static_cast<size_t>(G * 8));  // [G][8] f16 bits
+  std::vector<float> sf(static_cast<size_t>(G * 8)), mf(static_cast<size_t>(G * 8));  // [G][8]
   const uint8_t* rows[8];
+  int64_t n[8];
   for (int64_t t = n0; t < n1; t += 8) {
-    for (int r = 0; r < 8; ++r) {  // tail rows repeat the last valid row
-      const int64_t n = std::min(t + r, n1 - 1);
-      rows[r] = a.codes + n * (a.K / 2);
-      for (int64_t gi = 0; gi < G; ++gi) st[gi * 8 + r] = a.scales[n * G + gi], sm[gi * 8 + r] = a.mins[n * G + gi];
-    }
+    for (int r = 0; r < 8; ++r) n[r] = std::min(t + r, n1 - 1), rows[r] = a.codes + n[r] * (a.K / 2);  // tail: last row
+    tile_params(a, n, sf.data(), mf.data());
     const int nkeep = static_cast<int>(std::min<int64_t>(8, n1 - t));
     const uint8_t* next = t + 16 <= n1 ? a.codes + (t + 8) * (a.K / 2) : nullptr;
     for (int64_t m0 = 0; m0 < a.M; m0 += 4) {  // 4 activation rows per pass: 16 ymm registers on AVX2
       const int64_t mt = std::min<int64_t>(4, a.M - m0);
-      LS_Q8_CASES4(tile4, a, rows, st.data(), sm.data(), t, nkeep, m0, m0 == 0 ? next : nullptr)
+      LS_Q8_CASES4(tile4, a, rows, sf.data(), mf.data(), t, nkeep, m0, m0 == 0 ? next : nullptr)
     }
   }
 }
