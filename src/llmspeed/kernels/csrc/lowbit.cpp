@@ -258,7 +258,6 @@ at::Tensor int4_dequantize(const at::Tensor& codes, const at::Tensor& scales, co
 }  // namespace
 
 int64_t current_isa() { return g_isa.load(std::memory_order_relaxed); }
-bool isa_supported(int64_t level) { return level >= 0 && level <= kIsaAvx512Vnni && (kSupported >> level & 1); }
 bool has_avx_vnni() { return kCpu.avxvnni; }
 
 // Shared with lowbit_q8.cpp (declared there: this header stays free of ATen).

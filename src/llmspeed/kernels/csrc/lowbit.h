@@ -77,10 +77,9 @@ enum IsaLevel : int64_t {
   kIsaAvx512Vnni = 4,  // + AVX512-VNNI
 };
 
-// The level lowbit.cpp's ops currently use; whether this CPU runs `level` (see torch.ops.llmspeed.isa);
-// whether its 256-bit VNNI is the VEX AVX-VNNI (true) or only AVX512-VNNI + VL (false).
+// The level the ops currently use (see torch.ops.llmspeed.isa); whether this CPU's 256-bit VNNI is the VEX
+// AVX-VNNI (true) or only AVX512-VNNI + VL (false).
 int64_t current_isa();
-bool isa_supported(int64_t level);
 bool has_avx_vnni();
 
 void int4_linear_avx512(const Int4Args& a, int64_t n0, int64_t n1);
