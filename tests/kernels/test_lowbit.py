@@ -20,6 +20,12 @@ from llmspeed import kernels
 from llmspeed.kernels import build, reference
 
 RTOL = 1e-5
+FLOAT_PATHS = ((4, 3), (2, 1), (0,))  # levels sharing one float path: AVX-512, AVX2+FMA, scalar
+
+
+def isa_levels(levels: list[int]) -> list[int]:
+    """One level per float-kernel path (the levels within a path differ only in the q8 kernels: test_int4_q8.py)."""
+    return [next(lv for lv in path if lv in levels) for path in FLOAT_PATHS if any(lv in levels for lv in path)]
 
 
 @pytest.fixture(scope="module")
@@ -125,11 +131,42 @@ def test_bad_inputs_raise_clear_errors(ops) -> None:
         kernels.int8_linear(torch.randn(2, 64), torch.zeros(8, 64, dtype=torch.int8), torch.ones(8).half())
 
 
-def test_backend_names_this_cpu(ops) -> None:
-    assert kernels.backend() in ("cpp-avx512", "cpp-avx2", "cpp-scalar")
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    if " avx512bw " in flags and " avx512vl " in flags:
-        assert kernels.backend() == "cpp-avx512"
+def _cpu_flags() -> set[str]:
+    if not os.path.exists("/proc/cpuinfo"):
+        return set()
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def test_isa_levels_follow_cpu_flags(ops) -> None:
+    """The levels the C++ side offers are exactly those /proc/cpuinfo allows, and the default is the highest: the
+    dispatcher never settles for the scalar loop (or a lower vector path) on a CPU that runs a better one."""
+    flags = _cpu_flags()
+    if not flags:
+        pytest.skip("no /proc/cpuinfo flags")
+    avx2 = {"avx2", "fma", "f16c"} <= flags
+    avx512 = avx2 and {"avx512f", "avx512bw", "avx512vl"} <= flags
+    vnni512 = avx512 and "avx512_vnni" in flags
+    expected = [lv for lv, ok in [(4, vnni512), (3, avx512), (2, avx2 and ("avx_vnni" in flags or vnni512)),
+                                  (1, avx2), (0, True)] if ok]
+    assert list(kernels.isa_levels()) == expected
+    assert int(ops.isa(-1)) == expected[0]
+    assert kernels.backend() == f"cpp-{kernels.ISA_NAMES[expected[0]]}"
+
+
+def test_isa_forcing_falls_back_to_the_best_level_below(ops) -> None:
+    levels = list(kernels.isa_levels())
+    top = int(ops.isa(-1))
+    try:
+        for want in range(6):
+            got = int(ops.isa(want))
+            assert got == max(lv for lv in levels if lv <= want), (want, got)
+            assert int(ops.isa(-1)) == got and kernels.backend() == f"cpp-{kernels.ISA_NAMES[got]}"
+    finally:
+        ops.isa(top)
+    assert int(ops.isa(-1)) == top
 
 
 def test_env_zero_forces_reference() -> None:

@@ -1,19 +1,24 @@
 """llmspeed's CPU kernels for low-bit linears: C++ (AVX-512 / AVX2+FMA / scalar, chosen at runtime, threads over
 output rows with at::parallel_for) built on first use, with the pure-torch reference (reference.py) as fallback.
 
+Instruction-set levels (`isa_levels()`; the highest the CPU runs is used, tests force each one in turn with
+`torch.ops.llmspeed.isa(level)`): 4 avx512-vnni, 3 avx512 (F/BW/VL), 2 avx2-vnni (256-bit vpdpbusd), 1 avx2 (+FMA),
+0 scalar. The float kernels have AVX-512 (levels 3-4), AVX2 (1-2) and scalar paths; the q8 kernels one integer
+path per level (vpdpbusd with VNNI, vpmaddubsw + vpmaddwd without), the scalar loop only at level 0.
+
 Entry points (same names, signatures and results as the reference, within float32 summation-order error):
 - `int4_linear(x [..., K] f32, codes [N, K/2] u8, scales [N, K/g] f16, mins [N, K/g] f16, group) -> [..., N] f32`
 - `int8_linear(x [..., K] f32, q [N, K] i8, scales [N] f32) -> [..., N] f32`
 - `int4_linear_q8(x, codes, scales, mins, group) -> [..., N] f32`: int4_linear with x rounded to int8 per
-  (row, group) (dx = max|x|/127, |x - q dx| <= dx/2; min term exact) and integer dot products
-  (AVX512-VNNI / AVX-VNNI); for decode (M <= 16). Matches `reference.int4_linear_q8` within float error.
+  (row, group) (dx = max|x|/127, |x - q dx| <= dx/2; min term exact) and exact integer dot products
+  (VNNI, or AVX-512 BW / AVX2 maddubs); for decode (M <= 16). Matches `reference.int4_linear_q8` within float error.
 - `int8_linear_q8(x, q, scales) -> [..., N] f32`: int8_linear with x rounded to int8 per (row, 32 columns)
-  and AVX512-VNNI dot products (other CPUs: a scalar loop, slow). Matches `reference.int8_linear_q8`.
+  and exact integer dot products (as int4_linear_q8). Matches `reference.int8_linear_q8`.
 - `int4_dequantize(codes, scales, mins, group, dtype=float32) -> [N, K] dtype` (bit-exact with the reference)
 - `paged_decode_attention(q [B, H, D] f32, k_cache, v_cache [Hkv, NSLOTS, D] f32, slots [B, S] i64,
   n_valid [B] i64, scale) -> [B, H, D] f32`: decode attention reading K/V in place from the paged cache
   (grouped-query: head h uses kv head h // (H // Hkv); row b attends to keys j < n_valid[b]).
-- `pack_nibbles`, `unpack_nibbles` (pure torch), `available()`, `backend()`.
+- `pack_nibbles`, `unpack_nibbles` (pure torch), `available()`, `backend()`, `isa_levels()`.
 
 The first call to any of these (or to `available()`) builds/loads the C++ library once per process; call
 `available()` before `torch.compile` so the build does not happen while tracing. The ops are
@@ -31,9 +36,10 @@ from llmspeed.kernels import build, reference
 from llmspeed.kernels.reference import pack_nibbles, unpack_nibbles
 
 __all__ = ["available", "backend", "int4_dequantize", "int4_linear", "int4_linear_q8", "int8_linear", "int8_linear_q8",
-           "pack_nibbles", "paged_decode_attention", "unpack_nibbles"]
+           "isa_levels", "pack_nibbles", "paged_decode_attention", "unpack_nibbles"]
 
-_ISA_NAMES = {2: "cpp-avx512", 1: "cpp-avx2", 0: "cpp-scalar"}
+# torch.ops.llmspeed.isa levels (csrc/lowbit.h IsaLevel); backend() is "cpp-" + the name of the level in use.
+ISA_NAMES = {4: "avx512-vnni", 3: "avx512", 2: "avx2-vnni", 1: "avx2", 0: "scalar"}
 _CPP_DEQUANT_DTYPES = (torch.float32, torch.bfloat16)
 
 # Bound on first use: the C++ op overloads, or the reference functions.
@@ -115,8 +121,14 @@ def available() -> bool:
 
 
 def backend() -> str:
-    """"cpp-avx512" / "cpp-avx2" / "cpp-scalar" (the ISA the C++ kernels dispatch to) or "reference"."""
-    return _ISA_NAMES[int(torch.ops.llmspeed.isa(-1))] if available() else "reference"
+    """"cpp-avx512-vnni" / "cpp-avx512" / "cpp-avx2-vnni" / "cpp-avx2" / "cpp-scalar" (the instruction-set level
+    the C++ kernels dispatch to, see ISA_NAMES) or "reference"."""
+    return f"cpp-{ISA_NAMES[int(torch.ops.llmspeed.isa(-1))]}" if available() else "reference"
+
+
+def isa_levels() -> dict[int, str]:
+    """{level: name} of the instruction-set levels this CPU runs, highest first ({} with the reference)."""
+    return {int(lv): ISA_NAMES[int(lv)] for lv in torch.ops.llmspeed.isa_levels()} if available() else {}
 
 
 def int4_linear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor,
@@ -141,7 +153,7 @@ def _reference_q8_int8(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -
 
 def int8_linear_q8(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """x [..., K] float32 -> [..., N] float32: `int8_linear` with x rounded to int8 per (row, 32 columns) (error
-    per element <= max|x over its block| / 254) and AVX512-VNNI integer dot products (else a scalar loop)."""
+    per element <= max|x over its block| / 254) and exact integer dot products (VNNI / AVX-512 BW / AVX2)."""
     if _int8_linear_q8 is None:
         _bind()
     return _int8_linear_q8(x, q, scales)  # type: ignore[misc]

@@ -1,7 +1,7 @@
 """Build (once per machine and source version) and load llmspeed's C++ CPU kernels (csrc/*.cpp).
 
 `load()` is lazy and idempotent: the first call compiles with torch.utils.cpp_extension into
-`<$LLMSPEED_CACHE or ~/.cache/llmspeed>/kernels/<torch version>-<source hash>/` (one INFO line, ~20-30 s on
+`<$LLMSPEED_CACHE or ~/.cache/llmspeed>/kernels/<torch version>-<source hash>/` (one INFO line, ~30-40 s on
 2 cores), later processes just load the cached library (milliseconds). Any failure logs ONE warning with the
 reason and returns False, after which llmspeed.kernels uses the pure-torch reference. `LLMSPEED_KERNELS=0`
 disables the C++ path altogether.
@@ -26,15 +26,16 @@ log = logging.getLogger(__name__)
 
 NAME = "llmspeed_lowbit"
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = ("lowbit.cpp", "lowbit_x86.cpp", "lowbit_q8.cpp", "lowbit_vnni.cpp", "lowbit_vnni8.cpp", "attention.cpp")
-HEADERS = ("lowbit.h",)
+SOURCES = ("lowbit.cpp", "lowbit_x86.cpp", "lowbit_q8.cpp", "lowbit_q8_quant.cpp", "lowbit_q8_vnni512.cpp",
+           "lowbit_q8_avx512.cpp", "lowbit_q8_vnni256.cpp", "lowbit_q8_vnni256x.cpp", "lowbit_q8_avx2.cpp", "attention.cpp")
+HEADERS = ("lowbit.h", "lowbit_q8_tiles512.h", "lowbit_q8_tiles256.h")
 # No -march: the SIMD functions carry their own target attributes and are chosen at runtime, so one build
 # serves any x86-64 CPU. -ffp-contract=off keeps `u * s + m` two rounded ops (dequantize is bit-exact with the
 # reference); the kernels use explicit FMA intrinsics where they want them. -fopenmp makes at::parallel_for
 # parallel (torch's own libgomp.so.1 is already loaded and is reused).
 CFLAGS = ("-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno")
 LDFLAGS = ("-fopenmp",)
-EXPECTED_BUILD_S = 25
+EXPECTED_BUILD_S = 30
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}  # "ok": bool, "reason": str, "path": str

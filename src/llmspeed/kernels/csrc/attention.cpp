@@ -4,7 +4,7 @@
 // Work unit = (batch row b, kv head): its G = H / Hkv query heads are computed together, so every K/V row is
 // loaded once and used G times. Two passes over the keys: (1) scores s[g, j] = scale * q_g . K[slot_j] and the
 // per-head max; (2) p = exp(s - max), sum p, acc_g += p * V[slot_j]; out = acc / sum. Float32 throughout.
-// AVX-512 path (function target attributes, runtime ISA level 2, see torch.ops.llmspeed.isa) or a portable
+// AVX-512 path (function target attributes, runtime ISA level kIsaAvx512 and above, see torch.ops.llmspeed.isa) or a portable
 // scalar one; D is any size (16 lanes at a time, masked tail).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -223,7 +223,7 @@ at::Tensor paged_decode_attention(const at::Tensor& q_in, const at::Tensor& k_ca
                    out.data_ptr<float>(), B, H, Hkv, NSLOTS, D, S, static_cast<float>(scale)};
   AttnKernel kernel = attn_pair_scalar;
 #if LS_X86
-  if (current_isa() >= 2) kernel = attn_pair_avx512;  // level 2 implies avx512f/bw/vl (see lowbit.cpp)
+  if (current_isa() >= kIsaAvx512) kernel = attn_pair_avx512;  // implies avx512f/bw/vl (see lowbit.cpp)
 #endif
   const int64_t G = H / Hkv;
   at::parallel_for(0, B * Hkv, 1, [&](int64_t p0, int64_t p1) {

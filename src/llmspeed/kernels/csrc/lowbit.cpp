@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <vector>
 
 #include "lowbit.h"
 
@@ -16,27 +17,61 @@ namespace {
 
 // ---------------------------------------------------------------- ISA selection
 
-enum Isa : int64_t { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+struct CpuFeatures {
+  bool avx2 = false, avx512 = false, avx512vnni = false, avxvnni = false;
+};
 
-int64_t detect_isa() {
+CpuFeatures detect_features() {
+  CpuFeatures f;
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
-  const bool fma = __builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2");
-  if (fma && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl"))
-    return kAvx512;
-  if (fma) return kAvx2;  // every AVX2+FMA CPU (Haswell / Zen and later) also has F16C
+  // every AVX2+FMA CPU (Haswell / Zen and later) also has F16C
+  f.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  f.avx512 = f.avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl");
+  f.avx512vnni = f.avx512 && __builtin_cpu_supports("avx512vnni");
+  f.avxvnni = f.avx2 && __builtin_cpu_supports("avxvnni");
 #endif
-  return kScalar;
+  return f;
 }
 
-const int64_t kDetected = detect_isa();
+const CpuFeatures kCpu = detect_features();
+
+// Bit l set: this CPU runs level l (IsaLevel in lowbit.h).
+int64_t supported_mask() {
+  int64_t m = int64_t{1} << kIsaScalar;
+  if (kCpu.avx2) m |= int64_t{1} << kIsaAvx2;
+  if (kCpu.avxvnni || kCpu.avx512vnni) m |= int64_t{1} << kIsaAvx2Vnni;
+  if (kCpu.avx512) m |= int64_t{1} << kIsaAvx512;
+  if (kCpu.avx512vnni) m |= int64_t{1} << kIsaAvx512Vnni;
+  return m;
+}
+
+const int64_t kSupported = supported_mask();
+
+// The highest level this CPU runs that is <= `level`.
+int64_t best_at_most(int64_t level) {
+  for (int64_t l = std::min<int64_t>(level, kIsaAvx512Vnni); l > kIsaScalar; --l)
+    if (kSupported >> l & 1) return l;
+  return kIsaScalar;
+}
+
+const int64_t kDetected = best_at_most(kIsaAvx512Vnni);
 std::atomic<int64_t> g_isa{kDetected};
 
-// isa(-1) -> the level in use; isa(l) -> use min(l, detected) from now on (tests run every path this way).
+// isa(-1) -> the level in use; isa(l) -> use the highest level this CPU runs that is <= l from now on (tests and
+// benchmarks run every path this way).
 int64_t isa_op(int64_t level) {
-  if (level >= 0) g_isa.store(std::min(level, kDetected));
+  if (level >= 0) g_isa.store(best_at_most(level));
   return g_isa.load();
+}
+
+// The levels this CPU runs, highest first.
+std::vector<int64_t> isa_levels_op() {
+  std::vector<int64_t> out;
+  for (int64_t l = kIsaAvx512Vnni; l >= kIsaScalar; --l)
+    if (kSupported >> l & 1) out.push_back(l);
+  return out;
 }
 
 // ---------------------------------------------------------------- scalar path
@@ -102,11 +137,8 @@ using Kernel = void (*)(const Args&, int64_t, int64_t);
 template <typename Args>
 Kernel<Args> pick(Kernel<Args> k512, Kernel<Args> k2, Kernel<Args> k0) {
 #if defined(__x86_64__) || defined(__i386__)
-  switch (g_isa.load(std::memory_order_relaxed)) {
-    case kAvx512: return k512;
-    case kAvx2: return k2;
-    default: return k0;
-  }
+  const int64_t level = g_isa.load(std::memory_order_relaxed);
+  return level >= kIsaAvx512 ? k512 : level >= kIsaAvx2 ? k2 : k0;
 #else
   (void)k512, (void)k2;
   return k0;
@@ -226,6 +258,7 @@ at::Tensor int4_dequantize(const at::Tensor& codes, const at::Tensor& scales, co
 }  // namespace
 
 int64_t current_isa() { return g_isa.load(std::memory_order_relaxed); }
+bool has_avx_vnni() { return kCpu.avxvnni; }
 
 // Shared with lowbit_q8.cpp (declared there: this header stays free of ATen).
 void check_int4_args(const char* op, const at::Tensor& codes, const at::Tensor& scales, const at::Tensor& mins,
@@ -240,6 +273,7 @@ TORCH_LIBRARY(llmspeed, m) {
   m.def("int8_linear(Tensor x, Tensor q, Tensor scales) -> Tensor");
   m.def("int4_dequantize(Tensor codes, Tensor scales, Tensor mins, int group, ScalarType dtype) -> Tensor");
   m.def("isa(int level=-1) -> int", &llmspeed::isa_op);
+  m.def("isa_levels() -> int[]", &llmspeed::isa_levels_op);
 }
 
 TORCH_LIBRARY_IMPL(llmspeed, CPU, m) {

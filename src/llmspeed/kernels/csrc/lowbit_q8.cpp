@@ -1,5 +1,7 @@
-// torch.ops.llmspeed.int4_linear_q8: int4 weights x activations quantized to int8 per (row, group), integer
-// dot products (AVX512-VNNI / AVX-VNNI kernels in lowbit_vnni.cpp), float epilogue. Math: ../reference.py.
+// torch.ops.llmspeed.int4_linear_q8 / int8_linear_q8: int4 or int8 weights x activations rounded to int8 per
+// (row, group), integer dot products, float epilogue. Math: ../reference.py. This file: argument checks, the
+// portable activation rounding and scalar loops, and the choice of SIMD path per ISA level (the kernels:
+// lowbit_q8_tiles512.h / lowbit_q8_tiles256.h, instantiated in lowbit_q8_{vnni512,avx512,vnni256,vnni256x,avx2}.cpp).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Half.h>
@@ -20,30 +22,47 @@ void check_int4_args(const char* op, const at::Tensor& codes, const at::Tensor& 
 
 namespace {
 
-enum Q8Path { kQ8Scalar = 0, kQ8Vnni256 = 1, kQ8Vnni512 = 2 };
+// The q8 path of one ISA level: kernels, their row tile, the activation rounding, and whether int8 activations
+// are stored biased (u8 q + 128, for vpdpbusd). Each level >= kIsaAvx2 has its own integer SIMD path; the scalar
+// loop is used at level 0 only (and for int4 groups that are not a multiple of 32, see int4_linear_q8).
+using Int4Q8Kernel = void (*)(const Int4Q8Args&, int64_t, int64_t);
+using Int8Q8Kernel = void (*)(const Int8Q8Args&, int64_t, int64_t);
+using Quantizer = void (*)(const float*, int64_t, int64_t, int64_t, int8_t*, float*, float*, bool);
 
-bool cpu_has(const char* what) {
+struct Q8Path {
+  const char* name;
+  Int4Q8Kernel int4;
+  Int8Q8Kernel int8;
+  int64_t tile;
+  Quantizer quantize;
+  bool biased;
+};
+
+void int4_q8_scalar(const Int4Q8Args& a, int64_t n0, int64_t n1);
+void int8_q8_scalar(const Int8Q8Args& a, int64_t n0, int64_t n1);
+void quantize_q8_portable(const float* x, int64_t M, int64_t K, int64_t group, int8_t* qx, float* dx, float* xsum,
+                          bool interleave);
+
+Q8Path scalar_q8() { return {"scalar", int4_q8_scalar, int8_q8_scalar, 1, quantize_q8_portable, false}; }
+
+Q8Path pick_q8() {
 #if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  if (std::string(what) == "avx512vnni") return __builtin_cpu_supports("avx512vnni");
-  if (std::string(what) == "avxvnni") return __builtin_cpu_supports("avxvnni");
+  switch (current_isa()) {
+    case kIsaAvx512Vnni: return {"avx512-vnni", int4_q8_vnni512, int8_q8_vnni512, 16, quantize_q8_avx512, true};
+    case kIsaAvx512: return {"avx512", int4_q8_avx512, int8_q8_avx512, 16, quantize_q8_avx512, false};
+    case kIsaAvx2Vnni:
+      if (has_avx_vnni()) return {"avx2-vnni", int4_q8_vnni256, int8_q8_vnni256, 8, quantize_q8_avx2, true};
+      return {"avx2-vnni-evex", int4_q8_vnni256x, int8_q8_vnni256x, 8, quantize_q8_avx2, true};
+    case kIsaAvx2: return {"avx2", int4_q8_avx2, int8_q8_avx2, 8, quantize_q8_avx2, false};
+    default: break;
+  }
 #endif
-  (void)what;
-  return false;
+  return scalar_q8();
 }
 
-const bool kVnni512 = cpu_has("avx512vnni");
-const bool kVnni256 = cpu_has("avxvnni");
-
-// The ISA level chosen with torch.ops.llmspeed.isa caps the path: 2 -> VNNI-512 (else AVX-VNNI), 1 -> AVX-VNNI,
-// 0 -> scalar. Groups that are not a multiple of 32 always take the scalar path.
-Q8Path pick_q8(int64_t group) {
-  const int64_t isa = current_isa();
-  if (group % 32 != 0) return kQ8Scalar;
-  if (isa >= 2 && kVnni512) return kQ8Vnni512;
-  if (isa >= 1 && kVnni256) return kQ8Vnni256;
-  return kQ8Scalar;
-}
+// The q8 path the ops take at the current level (for groups that are a multiple of 32): tests check that a
+// forced level really runs its own kernels.
+std::string q8_path_op() { return pick_q8().name; }
 
 inline float h2f(uint16_t bits) { return static_cast<float>(c10::Half(bits, c10::Half::from_bits())); }
 
@@ -51,7 +70,7 @@ inline float h2f(uint16_t bits) { return static_cast<float>(c10::Half(bits, c10:
 inline int64_t q8_pos(int64_t k) { return (k & ~int64_t{7}) + ((k & 1) ? 4 : 0) + ((k & 7) >> 1); }
 
 void quantize_q8_portable(const float* x, int64_t M, int64_t K, int64_t group, int8_t* qx, float* dx, float* xsum,
-                          bool interleave = true) {
+                          bool interleave) {
   const int64_t G = K / group;
   for (int64_t m = 0; m < M; ++m)
     for (int64_t gi = 0; gi < G; ++gi) {
@@ -98,7 +117,7 @@ void int8_q8_scalar(const Int8Q8Args& a, int64_t n0, int64_t n1) {
       for (int64_t gi = 0; gi < G; ++gi) {
         int32_t isum = 0;
         for (int64_t k = 32 * gi; k < std::min(K, 32 * gi + 32); ++k)
-          isum += (static_cast<int32_t>(a.xq[m * K32 + k]) - 128) * a.q[n * K + k];
+          isum += static_cast<int8_t>(a.xq[m * K32 + k]) * a.q[n * K + k];  // int8 q (not biased)
         acc += static_cast<float>(isum) * a.dx[m * G + gi];
       }
       a.y[m * a.N + n] = acc * a.scales[n];
@@ -133,24 +152,15 @@ at::Tensor int8_linear_q8(const at::Tensor& x, const at::Tensor& q, const at::Te
   }
   std::vector<int8_t> qbuf(static_cast<size_t>(M * K32));
   std::vector<float> fbuf(static_cast<size_t>(2 * M * G));  // dx, (unused) xsum [M, G]
-  const bool vnni = current_isa() >= 2 && kVnni512;
-#if defined(__x86_64__) || defined(__i386__)
-  if (vnni)
-    quantize_q8_avx512(xp, M, K32, 32, qbuf.data(), fbuf.data(), fbuf.data() + M * G, false);
-  else
-#endif
-    quantize_q8_portable(xp, M, K32, 32, qbuf.data(), fbuf.data(), fbuf.data() + M * G, false);
-  for (int8_t& v : qbuf) v = static_cast<int8_t>(static_cast<uint8_t>(v) ^ 0x80u);  // q + 128 as u8
+  const Q8Path path = pick_q8();
+  path.quantize(xp, M, K32, 32, qbuf.data(), fbuf.data(), fbuf.data() + M * G, false);
+  if (path.biased)
+    for (int8_t& v : qbuf) v = static_cast<int8_t>(static_cast<uint8_t>(v) ^ 0x80u);  // q + 128 as u8
   const Int8Q8Args a{reinterpret_cast<const uint8_t*>(qbuf.data()), fbuf.data(), qc.data_ptr<int8_t>(),
                      sc.data_ptr<float>(), y.data_ptr<float>(), M, N, K};
-  void (*kernel)(const Int8Q8Args&, int64_t, int64_t) = int8_q8_scalar;
-  int64_t tile = 1;
-#if defined(__x86_64__) || defined(__i386__)
-  if (vnni) kernel = int8_q8_vnni512, tile = 16;
-#endif
-  const int64_t tiles = (N + tile - 1) / tile, work = tile * (K * M / 4 + K);
+  const int64_t tile = path.tile, tiles = (N + tile - 1) / tile, work = tile * (K * M / 4 + K);
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / work);
-  at::parallel_for(0, tiles, grain, [&](int64_t t0, int64_t t1) { kernel(a, t0 * tile, std::min(t1 * tile, N)); });
+  at::parallel_for(0, tiles, grain, [&](int64_t t0, int64_t t1) { path.int8(a, t0 * tile, std::min(t1 * tile, N)); });
   return y.view(ysz);
 }
 
@@ -173,28 +183,18 @@ at::Tensor int4_linear_q8(const at::Tensor& x, const at::Tensor& codes, const at
   // columns; dx, xsum [M, G].
   std::vector<int8_t> qbuf(static_cast<size_t>(M * K));
   std::vector<float> fbuf(static_cast<size_t>(2 * M * G));
-  const Q8Path path = pick_q8(group);
+  // The SIMD tiles step 32 columns at a time within a group: other groups take the scalar loop.
+  const Q8Path path = group % 32 == 0 ? pick_q8() : scalar_q8();
   int8_t* qp = qbuf.data();
   float* dx = fbuf.data();
   float* xs = dx + M * G;
-#if defined(__x86_64__) || defined(__i386__)
-  if (path == kQ8Vnni512)
-    quantize_q8_avx512(x2.data_ptr<float>(), M, K, group, qp, dx, xs);
-  else
-#endif
-    quantize_q8_portable(x2.data_ptr<float>(), M, K, group, qp, dx, xs);
+  path.quantize(x2.data_ptr<float>(), M, K, group, qp, dx, xs, true);
   const Int4Q8Args a{qp, dx, xs, c.data_ptr<uint8_t>(), reinterpret_cast<const uint16_t*>(s.data_ptr()),
                      reinterpret_cast<const uint16_t*>(mn.data_ptr()), y.data_ptr<float>(), M, N, K, group};
-  void (*kernel)(const Int4Q8Args&, int64_t, int64_t) = int4_q8_scalar;
-  int64_t tile = 1;
-#if defined(__x86_64__) || defined(__i386__)
-  if (path == kQ8Vnni512) kernel = int4_q8_vnni512, tile = 16;
-  if (path == kQ8Vnni256) kernel = int4_q8_vnni256, tile = 8;
-#endif
   // Threads split whole tiles of output rows; a chunk is worth >= ~64K weight-column x activation-row steps.
-  const int64_t tiles = (N + tile - 1) / tile, work = tile * (K * M / 4 + K);
+  const int64_t tile = path.tile, tiles = (N + tile - 1) / tile, work = tile * (K * M / 4 + K);
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / work);
-  at::parallel_for(0, tiles, grain, [&](int64_t t0, int64_t t1) { kernel(a, t0 * tile, std::min(t1 * tile, N)); });
+  at::parallel_for(0, tiles, grain, [&](int64_t t0, int64_t t1) { path.int4(a, t0 * tile, std::min(t1 * tile, N)); });
   return y.view(ysz);
 }
 
@@ -204,6 +204,7 @@ at::Tensor int4_linear_q8(const at::Tensor& x, const at::Tensor& codes, const at
 TORCH_LIBRARY_FRAGMENT(llmspeed, m) {
   m.def("int4_linear_q8(Tensor x, Tensor codes, Tensor scales, Tensor mins, int group) -> Tensor");
   m.def("int8_linear_q8(Tensor x, Tensor q, Tensor scales) -> Tensor");
+  m.def("q8_path() -> str", &llmspeed::q8_path_op);
 }
 
 TORCH_LIBRARY_IMPL(llmspeed, CPU, m) {
