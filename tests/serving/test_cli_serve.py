@@ -37,6 +37,8 @@ def test_serve_cli_end_to_end(tiny_model_dir, tmp_path) -> None:
                                            temperature=0)
         assert r.usage.completion_tokens <= 4
         assert httpx.get(f"{url}/v1/models").status_code == 401  # the env key is enforced
+        models = httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer cli-key"}).json()["data"][0]
+        assert models["id"] == "tiny" and models["llmspeed"]["description"].startswith("model directory")
         doc = httpx.get(f"{url}/openapi.json", headers={"Authorization": "Bearer cli-key"}).json()
         assert "/v1/chat/completions" in doc["paths"]
     finally:
@@ -52,3 +54,18 @@ def test_serve_cli_bad_args_one_line_error() -> None:
     assert main(["serve", "--cache-policy", "random", "--model", "/nonexistent"]) == 2
     assert main(["serve", "--backend", "k8s"]) == 2
     assert main(["serve", "--lb", "random", "--replicas", "2"]) == 2
+
+
+def test_serve_takes_the_same_model_values_in_every_mode(tmp_path, capsys) -> None:
+    """One parser for --model: a bad value fails before any worker starts, whatever the mode; valid forms pass."""
+    from llmspeed.cli.main import main
+    from llmspeed.models.spec import parse_model_spec
+
+    for extra in ([], ["--replicas", "2"], ["--backend", "ray"]):
+        capsys.readouterr()
+        assert main(["serve", "--model", str(tmp_path / "missing"), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: model not found"), err
+        assert main(["serve", "--model", f"{tmp_path}:native", *extra]) == 2  # ':native' is for GGUF sources
+    for value in ("default", "default:native", "default:fp32", str(tmp_path)):
+        parse_model_spec(value)  # what serve checks before starting workers (was: 'model not found: default:native')
