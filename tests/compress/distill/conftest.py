@@ -34,3 +34,12 @@ def windows(tiny4: Path, small_text: Path) -> torch.Tensor:
 
     tok = load_model(tiny4).tokenizer
     return token_windows(tok, [("text", small_text.read_text())], 24).tokens[:16]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The tiny models' matmuls are microseconds: one thread avoids OpenMP barriers (slow on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -126,3 +126,17 @@ def test_hidden_mse_term_matches_reference(tiny4: Path, windows: torch.Tensor) -
                           for j, i in enumerate(hidden_targets(kept, 4))]).mean()
     assert float(ref) == pytest.approx(float(manual), rel=1e-6) and float(manual) > 0
     assert losses[0.5] - losses[0.0] == pytest.approx(0.5 * float(manual), rel=1e-4)
+
+
+def test_time_budget_fixes_the_horizon_and_resume_keeps_it(tiny4: Path, windows: torch.Tensor, tmp_path: Path) -> None:
+    teacher, cfg_m, init, kept, data = _setup(tiny4, windows)
+    cfg = _cfg(max_steps=None, warmup_steps=50)
+    res = train(_fresh(cfg_m, init), teacher, data, cfg, SessionConfig(time_budget=1.5, checkpoint_every=1000),
+                ckpt_dir=tmp_path, kept=kept)
+    assert res.horizon is not None and res.horizon >= 3 and 3 <= res.step <= res.horizon
+    meta = latest_checkpoint(tmp_path).meta
+    assert meta["step"] == res.step and meta["horizon"] == res.horizon
+    assert meta["warmup"] == min(50, max(1, res.horizon // 10))  # shortened to a tenth of the fixed horizon
+    again = train(_fresh(cfg_m, init), teacher, data, cfg, SessionConfig(), ckpt_dir=tmp_path, kept=kept,
+                  resume=read_checkpoint(tmp_path / f"step-{res.step:08d}"))
+    assert again.horizon == res.horizon and again.step == res.horizon and again.stopped == "horizon"

@@ -26,7 +26,7 @@ from torch import nn
 from llmspeed.compress.distill.checkpoint import Checkpoint, restore_checkpoint, save_checkpoint
 from llmspeed.compress.distill.config import DistillConfig, SessionConfig
 from llmspeed.compress.distill.data import DistillData, batch_indices, rank_rows
-from llmspeed.compress.distill.report import Progress, loss_curve_png
+from llmspeed.compress.distill.report import Progress
 from llmspeed.compress.distill.student import decoder_layers, hidden_targets
 from llmspeed.layers.attention import AttnBatch
 
@@ -212,6 +212,7 @@ def train(student: nn.Module, teacher: nn.Module, data: DistillData, cfg: Distil
             if not horizon_fixed and (len(step_times) >= PROBE_STEPS or step % session.checkpoint_every == 0):
                 res.horizon, horizon_fixed = _fix_horizon(res, cfg, budget, time.monotonic() - t_start, step_times,
                                                           ranks), True
+                warmup = min(warmup, max(1, res.horizon // 10))  # as for a horizon known from the start
                 bar.set_total(res.horizon)
             bar.update(step, value, tokens_per_step / dt, lr)
             if ranks.rank == 0 and ckpt_dir is not None and step % session.checkpoint_every == 0 \
@@ -258,5 +259,4 @@ def _checkpoint(ckpt_dir: Path, student: nn.Module, opt: torch.optim.Optimizer, 
     meta = {"step": res.step, "horizon": res.horizon, "warmup": warmup, "config": cfg.to_dict(),
             "data_sha256": digest, "losses": res.losses, "tokens": res.tokens, "train_seconds": res.seconds,
             "precision": precision, "kept": kept, "world_size": ranks.world}
-    png = loss_curve_png(res.losses, f"distillation loss, step {res.step}")
-    save_checkpoint(ckpt_dir, student, opt, meta, keep=session.keep_checkpoints, extra={"loss_curve.png": png})
+    save_checkpoint(ckpt_dir, student, opt, meta, keep=session.keep_checkpoints)  # the losses are in state.json
