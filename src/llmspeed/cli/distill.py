@@ -189,7 +189,8 @@ def _summary(out: Path, teacher: str, ckpt_dir: Path, eval_tokens: int) -> None:
     loss = meta["final_loss"]
     print(f"distill: {meta['teacher_layers']} -> {len(meta['layers_kept'])} layers (kept {meta['layers_kept']}), "
           f"{meta['steps']} steps ({meta['stopped']}), {meta['tokens']} tokens, {meta['train_seconds']:.0f} s, "
-          f"final loss {'-' if loss is None else f'{loss:.4f}'}, {meta['precision']}, {meta['workers']} worker(s)")
+          f"final loss {'-' if loss is None else f'{loss:.4f}'} (mean of the last 10 steps), {meta['precision']}, "
+          f"{meta['workers']} worker(s)")
     print(f"distill: student saved to {out} (checkpoints in {ckpt_dir})")
     if eval_tokens:
         _evaluate(out, teacher, ckpt_dir, eval_tokens)

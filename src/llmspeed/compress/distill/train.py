@@ -111,6 +111,7 @@ class TrainResult:
 
     @property
     def final_loss(self) -> float | None:
+        """Mean loss of the last 10 steps (one step's batch is too noisy to describe a student)."""
         if not self.losses:
             return None
         tail = [v for _, v in self.losses[-10:]]
