@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
 
 def _texts(data: str) -> list[tuple[str, str]]:
     """The training text: the calibration plays + CPython's pydoc topics (never a held-out play), or a file."""
-    from llmspeed.evaluation import datasets
+    from llmspeed.data import texts as datasets
 
     if data != "default":
         return list(datasets.text_file(data).parts)

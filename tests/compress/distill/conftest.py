@@ -19,7 +19,7 @@ def tiny4(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_json: Path) -
 @pytest.fixture(scope="session")
 def small_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """~20k characters of a calibration play (never a held-out one) as a UTF-8 file for --data."""
-    from llmspeed.evaluation.datasets import CALIBRATION_PLAYS, read_play
+    from llmspeed.data.texts import CALIBRATION_PLAYS, read_play
 
     p = tmp_path_factory.mktemp("text") / "henry_v.txt"
     p.write_text(read_play(CALIBRATION_PLAYS[8])[5000:25000], encoding="utf-8")

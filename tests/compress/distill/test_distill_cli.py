@@ -11,7 +11,7 @@ import torch
 import llmspeed
 from llmspeed.cli.main import main
 from llmspeed.compress.distill.run import prepare_run, run_rank
-from llmspeed.evaluation.datasets import CALIBRATION_PLAYS, EVAL_PLAYS
+from llmspeed.data.texts import CALIBRATION_PLAYS, EVAL_PLAYS
 
 FAST = ["--seq-len", "24", "--batch-size", "4", "--precision", "fp32", "--eval-tokens", "0", "--warmup-steps", "1",
         "--lr", "3e-3"]

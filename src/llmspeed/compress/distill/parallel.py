@@ -63,6 +63,8 @@ def ray_worker(config: dict[str, Any]) -> None:
     from llmspeed.compress.distill.run import run_rank
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if config.get("loopback") and not os.environ.get("MASTER_ADDR", "127.").startswith("127."):
+        raise RuntimeError(f"local Ray Train rendezvous is not on loopback: MASTER_ADDR={os.environ['MASTER_ADDR']}")
     share_threads(1)
     res = run_rank(Path(config["spec"]))
     try:
@@ -91,11 +93,14 @@ def launch_ray(spec_path: Path, workers: int, address: str | None = None) -> Non
         if address:
             ray.init(address=address)
         else:
+            # a local job must stay on loopback: ray_worker refuses a rendezvous elsewhere (Ray Train 2.60's workers
+            # may pick the host's routable address for MASTER_ADDR despite _node_ip_address)
             ray.init(num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1")
         started = True
     try:
         storage = (Path(spec_path).parent / "ray").resolve()
-        trainer = TorchTrainer(ray_worker, train_loop_config={"spec": str(Path(spec_path).resolve())},
+        loopback = started and not address
+        trainer = TorchTrainer(ray_worker, train_loop_config={"spec": str(Path(spec_path).resolve()), "loopback": loopback},
                                scaling_config=ScalingConfig(num_workers=workers, use_gpu=False),
                                run_config=RunConfig(storage_path=str(storage), name="distill"))
         trainer.fit()
