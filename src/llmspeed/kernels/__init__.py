@@ -9,6 +9,8 @@ path per level (vpdpbusd with VNNI, vpmaddubsw + vpmaddwd without), the scalar l
 Entry points (same names, signatures and results as the reference, within float32 summation-order error):
 - `int4_linear(x [..., K] f32, codes [N, K/2] u8, scales [N, K/g] f16, mins [N, K/g] f16, group) -> [..., N] f32`
 - `int8_linear(x [..., K] f32, q [N, K] i8, scales [N] f32) -> [..., N] f32`
+- `int8g_linear(x [..., K] f32, q [N, K] i8, scales [N, K/32] f16) -> [..., N] f32`: int8 codes with one float16
+  scale per 32 columns (GGUF Q8_0's form, w = q * d, exact in float32); float activations, float32 accumulation.
 - `int4_linear_q8(x, codes, scales, mins, group) -> [..., N] f32`: int4_linear with x rounded to int8 per
   (row, group) (dx = max|x|/127, |x - q dx| <= dx/2; min term exact) and exact integer dot products
   (VNNI, or AVX-512 BW / AVX2 maddubs); for decode (M <= 16). Matches `reference.int4_linear_q8` within float error.
@@ -22,7 +24,8 @@ Entry points (same names, signatures and results as the reference, within float3
 
 The first call to any of these (or to `available()`) builds/loads the C++ library once per process; call
 `available()` before `torch.compile` so the build does not happen while tracing. The ops are
-`torch.ops.llmspeed.{int4_linear, int4_linear_q8, int8_linear, int4_dequantize, paged_decode_attention}` with fake
+`torch.ops.llmspeed.{int4_linear, int4_linear_q8, int8_linear, int8_linear_q8, int8g_linear, int4_dequantize,
+paged_decode_attention}` with fake
 (meta) kernels registered here, so compiled graphs keep them without graph breaks. `LLMSPEED_KERNELS=0` forces the reference.
 """
 
@@ -36,7 +39,7 @@ from llmspeed.kernels import build, reference
 from llmspeed.kernels.reference import pack_nibbles, unpack_nibbles
 
 __all__ = ["available", "backend", "int4_dequantize", "int4_linear", "int4_linear_q8", "int8_linear", "int8_linear_q8",
-           "isa_levels", "pack_nibbles", "paged_decode_attention", "unpack_nibbles"]
+           "int8g_linear", "isa_levels", "pack_nibbles", "paged_decode_attention", "unpack_nibbles"]
 
 # torch.ops.llmspeed.isa levels (csrc/lowbit.h IsaLevel); backend() is "cpp-" + the name of the level in use.
 ISA_NAMES = {4: "avx512-vnni", 3: "avx512", 2: "avx2-vnni", 1: "avx2", 0: "scalar"}
@@ -47,6 +50,7 @@ _int4_linear: Callable[..., torch.Tensor] | None = None
 _int4_linear_q8: Callable[..., torch.Tensor] | None = None
 _int8_linear_q8: Callable[..., torch.Tensor] | None = None
 _int8_linear: Callable[..., torch.Tensor] | None = None
+_int8g_linear: Callable[..., torch.Tensor] | None = None
 _int4_dequantize: Callable[..., torch.Tensor] | None = None
 _paged_decode_attention: Callable[..., torch.Tensor] | None = None
 _cpp = False
@@ -79,6 +83,13 @@ def _register_fakes() -> None:
         torch._check(q.shape[1] == x.shape[-1], lambda: "llmspeed::int8_linear: q must be [N, K]")
         return x.new_empty((*x.shape[:-1], q.shape[0]))  # [..., N]
 
+    @torch.library.register_fake("llmspeed::int8g_linear")
+    def _(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        torch._check(x.dtype == torch.float32, lambda: f"llmspeed::int8g_linear: x must be float32, got {x.dtype}")
+        torch._check(q.shape[1] == x.shape[-1], lambda: "llmspeed::int8g_linear: q must be [N, K]")
+        torch._check(scales.shape[1] * 32 == x.shape[-1], lambda: "llmspeed::int8g_linear: scales must be [N, K/32]")
+        return x.new_empty((*x.shape[:-1], q.shape[0]))  # [..., N]
+
     @torch.library.register_fake("llmspeed::int4_dequantize")
     def _(codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, group: int, dtype: torch.dtype) -> torch.Tensor:
         return codes.new_empty((codes.shape[0], codes.shape[1] * 2), dtype=dtype)  # [N, K]
@@ -96,7 +107,8 @@ def _register_fakes() -> None:
 
 def _bind() -> None:
     """Load the C++ kernels (once) and point the entry points at them, or at the reference."""
-    global _int4_linear, _int4_linear_q8, _int8_linear, _int8_linear_q8, _int4_dequantize, _paged_decode_attention
+    global _int4_linear, _int4_linear_q8, _int8_linear, _int8_linear_q8, _int8g_linear, _int4_dequantize
+    global _paged_decode_attention
     global _cpp
     if _int4_linear is not None:
         return
@@ -108,10 +120,12 @@ def _bind() -> None:
         _int8_linear, _int4_dequantize, _cpp = ops.int8_linear.default, ops.int4_dequantize.default, True
         _int4_linear, _int4_linear_q8 = ops.int4_linear.default, ops.int4_linear_q8.default
         _int8_linear_q8, _paged_decode_attention = ops.int8_linear_q8.default, ops.paged_decode_attention.default
+        _int8g_linear = ops.int8g_linear.default
     else:
         _int8_linear, _int4_dequantize, _cpp = reference.int8_linear, reference.int4_dequantize, False
         _int4_linear, _int4_linear_q8, _int8_linear_q8 = reference.int4_linear, _reference_q8, _reference_q8_int8
         _paged_decode_attention = reference.paged_decode_attention_ref
+        _int8g_linear = _reference_int8g
 
 
 def available() -> bool:
@@ -174,6 +188,18 @@ def int8_linear(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch
     if _int8_linear is None:
         _bind()
     return _int8_linear(x, q, scales)  # type: ignore[misc]
+
+
+def _reference_int8g(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """reference.int8g_linear on x [..., K] -> [..., N]."""
+    return reference.int8g_linear(x.reshape(-1, x.shape[-1]), q, scales).reshape(*x.shape[:-1], q.shape[0])
+
+
+def int8g_linear(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """x [..., K] float32 -> [..., N] float32 = x @ W^T, W [N, K] = q * scales[:, k // 32] (K % 32 == 0)."""
+    if _int8g_linear is None:
+        _bind()
+    return _int8g_linear(x, q, scales)  # type: ignore[misc]
 
 
 def int4_dequantize(codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, group: int,

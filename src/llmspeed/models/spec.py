@@ -1,7 +1,8 @@
 """What a `--model` value means, parsed once and the same everywhere (generate, serve, replicas, Ray, bench).
 
 - `default`: the embedded SmolLM2-135M-Instruct GGUF **as shipped**: its Q4_1 blocks kept as exact int4 codes
-  (`int4-g32-asym` modules, the embedding dense), i.e. `default:native`. `default:fp32` asks for the float32
+  (`int4-g32-asym` modules) and its tied Q8_0 embedding as exact int8 codes + block scales (`int8-head-g32`),
+  i.e. `default:native`. `default:fp32` asks for the float32
   dequantization of the same weights (what Hugging Face's GGUF loader produces).
 - `FILE.gguf`: as shipped when every Linear weight is Q4_0/Q4_1 (imported exactly), else the float32
   dequantization; `:native` / `:fp32` force either (`:native` re-rounds other block types to int4, logged).
@@ -88,5 +89,5 @@ def describe(text: str | Path) -> str:
     if ms.kind == "dir":
         return f"model directory {ms.path}"
     if ms.form == "native":
-        return f"{what} as shipped: Q4_0/Q4_1 blocks kept as exact int4-g32-asym codes, embedding float32"
+        return f"{what} as shipped: Q4_0/Q4_1 blocks kept as exact int4-g32-asym codes, a Q8_0 head as int8 codes"
     return f"{what} dequantized to float32"

@@ -2,6 +2,9 @@
 
 Conventions (derived here, tested in tests/layers/quant/test_formats.py):
 - int8 symmetric per output channel: s = max|w| / 127, q = round(w / s) in [-127, 127], w ~ q * s.
+- int8 symmetric per group of 32 input columns (GGUF Q8_0's form): d = max|w| / 127 rounded UP to float16 (the
+  stored precision; rounding up keeps |w / d| <= 127, so the grid covers the group), q = round(w / d), w ~ q * d
+  with |w - q d| <= d / 2.
 - int4 unsigned codes u in [0, 15] per group of `group` input columns, w = u * scale + min (llmspeed's
   kernels, llmspeed/kernels/reference.py; scales and mins stored as float16).
   symmetric: min = -8 s, u = q + 8 with q = round(w / s) in [-8, 7], s = max(-wmin / 8, wmax / 7)
@@ -54,6 +57,17 @@ def _round_up_to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if low.any():
         y = torch.where(low, torch.nextafter(y, torch.full_like(y, float("inf"))), y)
     return y.float()
+
+
+def quantize_int8_groups(w: torch.Tensor, group: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, K] float -> (q [N, K] int8, d [N, K // group] float16), symmetric per (row, group), round to nearest."""
+    N, K = w.shape
+    if K % group:
+        raise ValueError(f"group size {group} does not divide K = {K}")
+    wg = w.detach().float().reshape(N, K // group, group)  # [N, G, g]
+    d = _round_up_to((wg.abs().amax(-1) / 127.0).clamp_min(_EPS), PARAM_DTYPE)  # [N, G], float16 values
+    q = torch.round(wg / d[..., None]).clamp_(-127, 127).to(torch.int8)  # [N, G, g]
+    return q.reshape(N, K), d.to(PARAM_DTYPE)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,13 @@
-"""GGUF Q4_1 / Q4_0 blocks as llmspeed's int4 format (layers/quant/int4.py): the exact block mapping.
+"""GGUF Q4_1 / Q4_0 blocks as llmspeed's int4 format (layers/quant/int4.py) and Q8_0 blocks as its int8-in-groups
+format (layers/quant/int8g.py): the exact block mappings.
 
 Block formats (ggml, 32 weights per block, rows = output features, blocks run along the input dim K):
 - Q4_1: fp16 d, fp16 m, 16 bytes of nibbles; w = d * q + m, q in 0..15.
 - Q4_0: fp16 d, 16 bytes of nibbles; w = d * (q - 8).
+- Q8_0: fp16 d, 32 int8 q (in column order); w = d * q.
 Nibble order: byte j of a block holds element j in its low nibble and element j + 16 in its high nibble.
 Both import EXACTLY into w = u * scale + min with float16 scale and min: scale = d, min = m (Q4_1) or -8 d
-(Q4_0, exact: a power-of-two multiple), codes bit for bit.
+(Q4_0, exact: a power-of-two multiple), codes bit for bit. Q8_0 imports as its int8 codes and fp16 d as stored.
 """
 
 from __future__ import annotations
@@ -44,3 +46,16 @@ def groups_from_blocks(data: np.ndarray, n: int, k: int, kind: str,
     if unpermute is not None:  # whole rows move: codes with their own group scales
         codes, d, m = (unpermute(t) for t in (codes, d, m))
     return Int4Groups(codes.contiguous(), d.contiguous(), m.contiguous(), GROUP)
+
+
+Q8_0_BYTES = 2 + GROUP  # fp16 d, then 32 int8 codes
+
+
+def q8_0_blocks(data: np.ndarray, n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw Q8_0 bytes [N, K/32 * 34] -> (q [N, K] int8, d [N, K/32] float16), bit for bit: w = q * d."""
+    if k % GROUP:
+        raise ValueError(f"Q8_0 needs K % {GROUP} == 0, got K = {k}")
+    blocks = np.ascontiguousarray(data, dtype=np.uint8).reshape(n, k // GROUP, Q8_0_BYTES)  # [N, G, 34]
+    d = blocks[..., 0:2].copy().view(np.float16)[..., 0]  # [N, G]
+    q = blocks[..., 2:].copy().view(np.int8).reshape(n, k)  # [N, G, 32] -> [N, K]
+    return torch.from_numpy(q), torch.from_numpy(np.ascontiguousarray(d))
