@@ -121,6 +121,7 @@ class LLM:
         self.recipe.extend(rep.step for rep in reports)
         self.options = runtime_options(self.recipe, self._prefill)
         self._engine = None
+        self._decode = None  # graphs were built for the model before these steps
         prepare_model(self.model, self.options)
         return reports
 
