@@ -5,7 +5,14 @@ static, a decode step is padded to *buckets*: B up to the next power of two, S u
 `bucket`. Padded keys point at the cache's scratch slot and are masked out; padded rows write their K/V to
 the scratch slot and attend to key 0 only (so they stay finite and never touch a real sequence). One graph
 is compiled per (B bucket, S bucket) on first use; inductor's on-disk cache makes later processes reuse the
-generated code (`$LLMSPEED_CACHE/inductor`).
+generated code (`$LLMSPEED_CACHE/inductor`, `$LLMSPEED_CACHE/aoti`).
+
+Two runners execute the per-bucket graphs (`CompileConfig.runner`):
+- `aot` (default): AOTInductor, one exported package per bucket (`runtime/aot.py`): a C++ wrapper, no dynamo
+  guards; inputs are checked here (the bucket key), the model's state when an engine is built
+  (`decode_fn_for`). Packages are cached in `$LLMSPEED_CACHE/aoti`.
+- `dynamo`: `torch.compile` of the same function, guarded by dynamo on every call (~2 ms more per step).
+  If exporting or AOT-compiling a model fails, the decode step falls back to this runner with a warning.
 
 Prefill stays eager (its shapes vary with the prompt; it is GEMM-bound, where compilation gains little).
 Nothing here imports torch._inductor at import time: compilation is configured when the first decode runs.
@@ -15,29 +22,33 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from llmspeed.layers.attention import AttnBatch
+from llmspeed.runtime import aot
 
 log = logging.getLogger(__name__)
 
 MODES = ("default", "max-autotune-no-cudagraphs")
+RUNNERS = ("aot", "dynamo")
 PROFILE_KERNELS_ENV = "TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE"
 ATTR = "llmspeed_compile"  # model attribute holding the CompileConfig (set by the `compile` recipe step)
+_FN_ATTR = "_llmspeed_decode"  # model attribute holding its CompiledDecode (kept across engines)
 
 
 @dataclass(frozen=True)
 class CompileConfig:
     bucket: int = 128  # KV length padded up to a multiple of this
     mode: str = "default"  # torch.compile mode
-    cpp_wrapper: bool = False  # inductor emits a C++ wrapper instead of Python glue
+    cpp_wrapper: bool = False  # dynamo runner: inductor emits a C++ wrapper instead of Python glue (aot: always)
     max_batch_bucket: int = 32  # larger decode batches run eager
+    runner: str = "aot"  # "aot": AOTInductor package per bucket, no guards; "dynamo": torch.compile
 
     def __post_init__(self) -> None:
         if self.bucket <= 0 or self.bucket % 16:
@@ -46,11 +57,13 @@ class CompileConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.max_batch_bucket <= 0:
             raise ValueError("max_batch_bucket must be > 0")
+        if self.runner not in RUNNERS:
+            raise ValueError(f"runner must be one of {RUNNERS}, got {self.runner!r}")
 
 
-def cache_dir() -> Path:
+def cache_dir(kind: str = "inductor") -> Path:
     root = Path(os.environ.get("LLMSPEED_CACHE") or Path.home() / ".cache" / "llmspeed")
-    return root / "inductor"
+    return root / kind
 
 
 def _configure_inductor(cfg: CompileConfig) -> None:
@@ -80,10 +93,14 @@ def _forward(model: nn.Module, ids: torch.Tensor, positions: torch.Tensor, slot_
 class CompiledDecode:
     """Callable with the model's signature for decode steps (T == 1); pads to buckets and runs the graph."""
 
-    def __init__(self, model: nn.Module, cfg: CompileConfig) -> None:
+    def __init__(self, model: nn.Module, cfg: CompileConfig, state: int | None = None) -> None:
         self.model, self.cfg = model, cfg
+        self.state = state  # aot runner: aot.model_state(model) the graphs were exported against
+        self.runner = cfg.runner  # becomes "dynamo" if the model cannot be exported / AOT-compiled
         self._fn: Callable[..., torch.Tensor] | None = None
         self._seen: set[tuple[int, int]] = set()
+        self._aot: dict[tuple[Any, ...], Callable[[list[torch.Tensor]], torch.Tensor]] = {}
+        self._kv: tuple[list[Any], list[torch.Tensor], tuple[Any, ...]] | None = None  # (list, flat, signature)
 
     def _compiled(self) -> Callable[..., torch.Tensor]:
         if self._fn is None:
@@ -119,13 +136,47 @@ class CompiledDecode:
         slots = torch.full((Bb,), scratch_slot, dtype=torch.long)
         assert meta.slot_mapping is not None
         slots[:B] = meta.slot_mapping.view(-1)
+        if self.runner == "aot":
+            return self._run_aot((i, p, slots, g, mask), kv)[:B]
         key = (Bb, Sb)
-        t0 = time.perf_counter()
-        logits = self._compiled()(self.model, i, p, slots, g, mask, kv)
-        if key not in self._seen:
-            self._seen.add(key)
-            log.info("compiled decode graph for batch %d, KV length %d in %.1f s", Bb, Sb, time.perf_counter() - t0)
+        if key in self._seen:
+            return self._compiled()(self.model, i, p, slots, g, mask, kv)[:B]
+        with aot.heartbeat(f"decode graph batch {Bb}, KV length {Sb} (torch.compile)"):
+            logits = self._compiled()(self.model, i, p, slots, g, mask, kv)
+        self._seen.add(key)
         return logits[:B]
+
+    def _flat_kv(self, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[torch.Tensor], tuple[Any, ...]]:
+        """k0, v0, k1, v1, ... and their shape signature, recomputed only when the engine passes another list."""
+        if self._kv is None or self._kv[0] is not kv:
+            flat = [t for pair in kv for t in pair]
+            sig = tuple((tuple(t.shape), t.stride(), t.dtype) for t in flat)
+            self._kv = (kv, flat, sig)
+        return self._kv[1], self._kv[2]
+
+    def _run_aot(self, inputs: tuple[torch.Tensor, ...], kv: list[tuple[torch.Tensor, torch.Tensor]]
+                 ) -> torch.Tensor:  # -> [Bb, V]
+        flat, kv_sig = self._flat_kv(kv)
+        key = (inputs[0].shape[0], inputs[3].shape[1], kv_sig)  # (Bb, Sb, KV layout): fixes every input shape
+        run = self._aot.get(key)
+        if run is None:
+            try:
+                run = self._build_aot(inputs, flat)
+            except Exception as e:  # any export / compile failure: keep decoding, through dynamo
+                log.warning("AOT compile of the decode step failed (%s: %s); using torch.compile instead",
+                            type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                self.runner = "dynamo"
+                return self._compiled()(self.model, *inputs, kv)
+            self._aot[key] = run
+        return run([*inputs, *flat])
+
+    def _build_aot(self, inputs: tuple[torch.Tensor, ...], flat: list[torch.Tensor]
+                   ) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir()))  # AOTInductor's build directories
+        options = {"max_autotune": self.cfg.mode != "default",
+                   "cpp.enable_kernel_profile": os.environ.get(PROFILE_KERNELS_ENV) == "1"}
+        what = f"decode graph batch {inputs[0].shape[0]}, KV length {inputs[3].shape[1]} (AOTInductor)"
+        return aot.build(self.model, _forward, inputs, flat, cache_dir("aoti"), options, what)
 
 
 def prepare_for_compile(model: nn.Module) -> None:
@@ -155,8 +206,9 @@ def decode_fn_for(model: nn.Module) -> CompiledDecode | None:
     if cfg is None:
         return None
     prepare_for_compile(model)
-    fn = model.__dict__.get("_llmspeed_decode")
-    if fn is None or fn.cfg != cfg:
-        fn = CompiledDecode(model, cfg)
-        model.__dict__["_llmspeed_decode"] = fn
+    fn = model.__dict__.get(_FN_ATTR)
+    state = aot.model_state(model, ignore=(_FN_ATTR,)) if cfg.runner == "aot" else None  # AOT: no guards; here
+    if fn is None or fn.cfg != cfg or fn.state != state:
+        fn = CompiledDecode(model, cfg, state)
+        model.__dict__[_FN_ATTR] = fn
     return fn
