@@ -10,7 +10,7 @@ import torch
 
 import llmspeed
 from llmspeed.runtime import aot
-from llmspeed.runtime.compiled import _forward
+from llmspeed.runtime.compiled import _forward_aot
 
 
 class _Beats(logging.Handler):
@@ -51,11 +51,9 @@ def test_heartbeat_quiet_for_a_short_compile(beats) -> None:
     assert [r.levelno for r in beats.records] == [logging.INFO, logging.INFO]  # "compiling", "compiled in"
 
 
-def _inputs(B: int, S: int, scratch: int) -> tuple[torch.Tensor, ...]:
-    pos = torch.full((B, 1), 2, dtype=torch.long)  # [B, 1]
-    mask = (torch.arange(S).view(1, S) <= pos).view(B, 1, 1, S)  # [B, 1, 1, S]
-    return (torch.zeros(B, 1, dtype=torch.long), pos, torch.full((B,), scratch, dtype=torch.long),
-            torch.full((B, S), scratch, dtype=torch.long), mask)
+def _inputs(B: int, S: int, scratch: int) -> tuple[torch.Tensor, ...]:  # ids, positions, slots, gather
+    return (torch.zeros(B, 1, dtype=torch.long), torch.full((B, 1), 2, dtype=torch.long),
+            torch.full((B,), scratch, dtype=torch.long), torch.full((B, S), scratch, dtype=torch.long))
 
 
 def test_cache_key_follows_the_graph_not_the_process(tiny_model_dir) -> None:
@@ -63,11 +61,13 @@ def test_cache_key_follows_the_graph_not_the_process(tiny_model_dir) -> None:
     kv = [t for pair in llm.engine.kv.layers for t in pair]
     scratch = llm.engine.kv.scratch_slot
     opts = {"max_autotune": False}
-    k1 = aot.cache_key(aot.export_step(llm.model, _forward, _inputs(1, 16, scratch), kv), opts)
+    k1 = aot.cache_key(aot.export_step(llm.model, _forward_aot, _inputs(1, 16, scratch), kv), opts)
     again = llmspeed.load(tiny_model_dir("llama"))  # other tensor objects, same graph: same key
     kv2 = [t for pair in again.engine.kv.layers for t in pair]
-    assert aot.cache_key(aot.export_step(again.model, _forward, _inputs(1, 16, scratch), kv2), opts) == k1
-    ep32 = aot.export_step(llm.model, _forward, _inputs(1, 32, scratch), kv)
+    assert aot.cache_key(aot.export_step(again.model, _forward_aot, _inputs(1, 16, scratch), kv2), opts) == k1
+    bigger = [torch.empty(t.shape[0], t.shape[1] + 16, t.shape[2]) for t in kv]  # another KV cache size
+    assert aot.cache_key(aot.export_step(llm.model, _forward_aot, _inputs(1, 16, scratch), bigger), opts) != k1
+    ep32 = aot.export_step(llm.model, _forward_aot, _inputs(1, 32, scratch), kv)
     assert aot.cache_key(ep32, opts) != k1  # another KV bucket
     assert aot.cache_key(ep32, {"max_autotune": True}) != aot.cache_key(ep32, opts)
 

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 NAME = "llmspeed_lowbit"
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = ("lowbit.cpp", "lowbit_x86.cpp", "lowbit_q8.cpp", "lowbit_vnni.cpp", "lowbit_vnni8.cpp", "attention.cpp")
+SOURCES = ("lowbit.cpp", "lowbit_x86.cpp", "lowbit_q8.cpp", "lowbit_vnni.cpp", "lowbit_vnni8.cpp", "attention.cpp",
+           "aoti_shims.cpp")
 HEADERS = ("lowbit.h",)
 # No -march: the SIMD functions carry their own target attributes and are chosen at runtime, so one build
 # serves any x86-64 CPU. -ffp-contract=off keeps `u * s + m` two rounded ops (dequantize is bit-exact with the

@@ -39,30 +39,27 @@ HEARTBEAT_S = 10.0  # a long compile logs at least this often on a non-terminal 
 
 
 class _Step(nn.Module):
-    """The exported callable: `fn(model, *tensor_inputs, kv_pairs)` with the KV cache flattened to k0, v0, k1, ..."""
+    """The exported callable: `fn(model, *inputs)`."""
 
-    def __init__(self, model: nn.Module, fn: Callable[..., torch.Tensor], n_inputs: int) -> None:
+    def __init__(self, model: nn.Module, fn: Callable[..., torch.Tensor]) -> None:
         super().__init__()
-        self.m, self._fn, self._n = model, fn, n_inputs
+        self.m, self._fn = model, fn
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        inputs, kv = args[: self._n], args[self._n:]
-        return self._fn(self.m, *inputs, list(zip(kv[0::2], kv[1::2], strict=True)))
+        return self._fn(self.m, *args)
 
 
 def export_step(model: nn.Module, fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor],
-                kv: Sequence[torch.Tensor]) -> Any:
-    """Export `fn(model, *inputs, kv pairs)` for these shapes; returns the ExportedProgram.
-
-    The example KV tensors are fresh (uninitialised, never touched) tensors of the real ones' shapes and
-    strides: the real per-layer tensors are views of one pool, and export must not see them as aliases.
-    """
+                state: Sequence[torch.Tensor]) -> Any:
+    """Export `fn(model, *inputs, *state)` for these shapes; returns the ExportedProgram. `state` (the KV cache)
+    is written in place by the graph; its example tensors are fresh, never touched tensors of the same shapes and
+    strides (no copy of a large cache, and no aliasing between the examples)."""
     from torch.export.graph_signature import InputKind
 
     with torch.inference_mode(False), torch.no_grad():  # the engine decodes under inference mode; export cannot
-        example_kv = [torch.empty_strided(t.shape, t.stride(), dtype=t.dtype) for t in kv]
+        example_state = [torch.empty_strided(t.shape, t.stride(), dtype=t.dtype) for t in state]
         example = [t.clone() for t in inputs]
-        ep = torch.export.export(_Step(model, fn, len(inputs)).eval(), (*example, *example_kv), strict=False)
+        ep = torch.export.export(_Step(model, fn).eval(), (*example, *example_state), strict=False)
     # tensors held outside nn.Module attributes (e.g. the concatenated weights of fused projections) are
     # lifted as constants, which AOTInductor renames (_tensor_constantN) and cannot be bound by name later;
     # as non-persistent buffers they keep their export names and are bound like parameters
@@ -152,10 +149,10 @@ class AotRunner:
 
 
 def build(model: nn.Module, fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor],
-          kv: Sequence[torch.Tensor], root: Path, options: dict[str, Any], what: str) -> AotRunner:
+          state: Sequence[torch.Tensor], root: Path, options: dict[str, Any], what: str) -> AotRunner:
     """Export, then load the cached package for this graph or compile it first."""
     t0 = time.perf_counter()
-    ep = export_step(model, fn, inputs, kv)
+    ep = export_step(model, fn, inputs, state)
     path = root / f"{cache_key(ep, options)}.pt2"
     log.info("%s: exported in %.1f s", what, time.perf_counter() - t0)
     if not path.exists():
