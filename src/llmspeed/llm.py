@@ -21,7 +21,7 @@ from torch import nn
 
 from llmspeed.models.config import ModelConfig
 from llmspeed.models.tokenizer import Tokenizer
-from llmspeed.runtime.compiled import CompileConfig, CompiledDecode
+from llmspeed.runtime.compiled import CompileConfig, CompiledDecode, reuse_or_build
 from llmspeed.runtime.engine import Engine, EngineConfig
 from llmspeed.runtime.options import RuntimeOptions
 from llmspeed.runtime.plans import prepare_model
@@ -92,10 +92,7 @@ class LLM:
     def engine(self) -> Engine:
         if self._engine is None:
             comp = self.options.compile
-            if comp is None:
-                self._decode = None
-            elif self._decode is None or self._decode.cfg != comp:
-                self._decode = CompiledDecode(self.model, comp)
+            self._decode = None if comp is None else reuse_or_build(self.model, comp, self._decode)
             self._engine = Engine(self.model, self.tokenizer, self.engine_config, self.options, self._decode)
         return self._engine
 

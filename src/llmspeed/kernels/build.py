@@ -28,7 +28,7 @@ NAME = "llmspeed_lowbit"
 CSRC = Path(__file__).with_name("csrc")
 SOURCES = ("lowbit.cpp", "lowbit_x86.cpp", "lowbit_int8g.cpp", "lowbit_q8.cpp", "lowbit_q8_quant.cpp",
            "lowbit_q8_vnni512.cpp", "lowbit_q8_avx512.cpp", "lowbit_q8_vnni256.cpp", "lowbit_q8_vnni256x.cpp",
-           "lowbit_q8_avx2.cpp", "attention.cpp")
+           "lowbit_q8_avx2.cpp", "attention.cpp", "aoti_shims.cpp")
 HEADERS = ("lowbit.h", "lowbit_q8_tiles512.h", "lowbit_q8_tiles256.h")
 # No -march: the SIMD functions carry their own target attributes and are chosen at runtime, so one build
 # serves any x86-64 CPU. -ffp-contract=off keeps `u * s + m` two rounded ops (dequantize is bit-exact with the

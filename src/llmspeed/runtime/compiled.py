@@ -5,7 +5,14 @@ static, a decode step is padded to *buckets*: B up to the next power of two, S u
 `bucket`. Padded keys point at the cache's scratch slot and are masked out; padded rows write their K/V to
 the scratch slot and attend to key 0 only (so they stay finite and never touch a real sequence). One graph
 is compiled per (B bucket, S bucket) on first use; inductor's on-disk cache makes later processes reuse the
-generated code (`$LLMSPEED_CACHE/inductor`).
+generated code (`$LLMSPEED_CACHE/inductor`, `$LLMSPEED_CACHE/aoti`).
+
+Two runners execute the per-bucket graphs (`CompileConfig.runner`):
+- `aot` (default): AOTInductor, one exported package per bucket (`runtime/aot.py`): a C++ wrapper, no dynamo
+  guards; inputs are checked here (the bucket key), the model's state when an engine is built
+  (`reuse_or_build`). Packages are cached in `$LLMSPEED_CACHE/aoti`.
+- `dynamo`: `torch.compile` of the same function, guarded by dynamo on every call (~2 ms more per step).
+  If exporting or AOT-compiling a model fails, the decode step falls back to this runner with a warning.
 
 Prefill stays eager (its shapes vary with the prompt; it is GEMM-bound, where compilation gains little).
 Nothing here imports torch._inductor at import time: compilation is configured when the first decode runs.
@@ -15,20 +22,24 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from llmspeed.layers.attention import AttnBatch
 from llmspeed.layers.quant.plan import PhaseAware
+from llmspeed.runtime import aot
 from llmspeed.util.cache import cache_path
 
 log = logging.getLogger(__name__)
 
 MODES = ("default", "max-autotune-no-cudagraphs")
+RUNNERS = ("aot", "dynamo")
 PROFILE_KERNELS_ENV = "TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE"
 
 
@@ -36,8 +47,9 @@ PROFILE_KERNELS_ENV = "TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE"
 class CompileConfig:
     bucket: int = 128  # KV length padded up to a multiple of this
     mode: str = "default"  # torch.compile mode
-    cpp_wrapper: bool = False  # inductor emits a C++ wrapper instead of Python glue
+    cpp_wrapper: bool = False  # dynamo runner: inductor emits a C++ wrapper instead of Python glue (aot: always)
     max_batch_bucket: int = 32  # larger decode batches run eager
+    runner: str = "aot"  # "aot": AOTInductor package per bucket, no guards; "dynamo": torch.compile
 
     def __post_init__(self) -> None:
         if self.bucket <= 0 or self.bucket % 16:
@@ -46,6 +58,12 @@ class CompileConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.max_batch_bucket <= 0:
             raise ValueError("max_batch_bucket must be > 0")
+        if self.runner not in RUNNERS:
+            raise ValueError(f"runner must be one of {RUNNERS}, got {self.runner!r}")
+
+
+def cache_dir(kind: str = "inductor") -> Path:
+    return cache_path(kind)
 
 
 def _configure_inductor(cfg: CompileConfig) -> None:
@@ -72,13 +90,27 @@ def _forward(model: nn.Module, ids: torch.Tensor, positions: torch.Tensor, slot_
     return model(ids, meta, kv, logits_index=torch.zeros(ids.shape[0], dtype=torch.long))
 
 
+def _forward_aot(model: nn.Module, ids: torch.Tensor, positions: torch.Tensor, slot_mapping: torch.Tensor,
+                 gather_idx: torch.Tensor, *kv: torch.Tensor) -> torch.Tensor:  # -> [Bb, V]
+    """The AOT graph: the key mask is computed in the graph from the positions; `kv` is k0, v0, k1, v1, ..."""
+    Sb = gather_idx.shape[1]
+    mask = (torch.arange(Sb).view(1, Sb) <= positions).view(-1, 1, 1, Sb)  # [Bb, 1, 1, Sb]
+    return _forward(model, ids, positions, slot_mapping, gather_idx, mask, list(zip(kv[0::2], kv[1::2], strict=True)))
+
+
 class CompiledDecode:
     """Callable with the model's signature for decode steps (T == 1); pads to buckets and runs the graph."""
 
-    def __init__(self, model: nn.Module, cfg: CompileConfig) -> None:
+    def __init__(self, model: nn.Module, cfg: CompileConfig, state: int | None = None) -> None:
         self.model, self.cfg = model, cfg
+        self.state = state  # aot runner: aot.model_state(model) the graphs were exported against
+        self.runner = cfg.runner  # becomes "dynamo" if the model cannot be exported / AOT-compiled
         self._fn: Callable[..., torch.Tensor] | None = None
         self._seen: set[tuple[int, int]] = set()
+        self._aot: dict[tuple[int, int, int], Callable[[list[torch.Tensor]], torch.Tensor]] = {}
+        self._kv: tuple[list[Any], list[torch.Tensor], int] | None = None  # (engine's list, graph inputs, layout id)
+        self._layouts: dict[tuple[Any, ...], int] = {}
+        self._arange: dict[int, torch.Tensor] = {}
 
     def _compiled(self) -> Callable[..., torch.Tensor]:
         if self._fn is None:
@@ -92,6 +124,8 @@ class CompiledDecode:
 
     def __call__(self, ids: torch.Tensor, meta: AttnBatch, kv: list[tuple[torch.Tensor, torch.Tensor]],
                  scratch_slot: int) -> torch.Tensor:  # ids [B, 1] -> logits [B, V]
+        if self.runner == "aot":
+            return self._run_aot(ids, meta, kv, scratch_slot)
         B = ids.shape[0]
         Bb = _next_pow2(B)
         if meta.kv_range is not None:  # B == 1 contiguous: a range of slots
@@ -114,13 +148,84 @@ class CompiledDecode:
         slots = torch.full((Bb,), scratch_slot, dtype=torch.long)
         assert meta.slot_mapping is not None
         slots[:B] = meta.slot_mapping.view(-1)
-        key = (Bb, Sb)
-        t0 = time.perf_counter()
-        logits = self._compiled()(self.model, i, p, slots, g, mask, kv)
-        if key not in self._seen:
-            self._seen.add(key)
-            log.info("compiled decode graph for batch %d, KV length %d in %.1f s", Bb, Sb, time.perf_counter() - t0)
-        return logits[:B]
+        return self._run_dynamo((i, p, slots, g, mask), kv)[:B]
+
+    def _run_dynamo(self, inputs: tuple[torch.Tensor, ...], kv: list[tuple[torch.Tensor, torch.Tensor]]
+                    ) -> torch.Tensor:  # -> [Bb, V]
+        key = (inputs[0].shape[0], inputs[3].shape[1])
+        if key in self._seen:
+            return self._compiled()(self.model, *inputs, kv)
+        with aot.heartbeat(f"decode graph batch {key[0]}, KV length {key[1]} (torch.compile)"):
+            logits = self._compiled()(self.model, *inputs, kv)
+        self._seen.add(key)
+        return logits
+
+    # -- aot runner: few inputs, little Python per step ------------------------------------------------------
+    def _pad(self, ids: torch.Tensor, meta: AttnBatch, scratch: int) -> tuple[torch.Tensor, ...]:
+        """(ids [Bb, 1], positions [Bb, 1], slots [Bb], gather [Bb, Sb]): padded rows and keys use the scratch slot."""
+        B = ids.shape[0]
+        Bb = _next_pow2(B)
+        pos, slots = meta.positions, meta.slot_mapping
+        assert slots is not None
+        if meta.kv_range is not None:  # B == 1 contiguous: keys s0 .. s0 + S - 1
+            s0, S = meta.kv_range
+            Sb = -(-S // self.cfg.bucket) * self.cfg.bucket
+            ar = self._arange.get(Sb)
+            if ar is None:
+                ar = self._arange[Sb] = torch.arange(Sb).view(1, Sb)
+            g = ar + s0  # [1, Sb]
+            if S < Sb:
+                g[:, S:] = scratch
+        else:
+            assert meta.gather_idx is not None
+            g = meta.gather_idx  # [B, S]
+            S = g.shape[1]
+            Sb = -(-S // self.cfg.bucket) * self.cfg.bucket
+            if Sb > S or Bb > B:
+                g = F.pad(g, (0, Sb - S, 0, Bb - B), value=scratch)
+        if Bb > B:
+            ids, pos = F.pad(ids, (0, 0, 0, Bb - B)), F.pad(pos, (0, 0, 0, Bb - B))
+            slots = F.pad(slots.view(-1), (0, Bb - B), value=scratch)
+        return ids, pos, slots.view(-1), g
+
+    def _state(self, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[torch.Tensor], int]:
+        """Every layer's k and v as graph inputs and an id of their layout, recomputed only when the engine passes
+        another list. (Passing the two pools [L, Hkv, slots, D] instead would save 58 inputs, but export
+        functionalizes the in-place write into a per-layer view of a pool as a copy of the whole pool.)"""
+        if self._kv is None or self._kv[0] is not kv:
+            state = [t for pair in kv for t in pair]
+            sig = tuple((tuple(t.shape), t.stride(), t.dtype) for t in state)
+            self._kv = (kv, state, self._layouts.setdefault(sig, len(self._layouts)))
+        return self._kv[1], self._kv[2]
+
+    def _run_aot(self, ids: torch.Tensor, meta: AttnBatch, kv: list[tuple[torch.Tensor, torch.Tensor]],
+                 scratch: int) -> torch.Tensor:  # -> [B, V]
+        inputs = self._pad(ids, meta, scratch)
+        state, layout = self._state(kv)
+        key = (inputs[0].shape[0], inputs[3].shape[1], layout)  # (Bb, Sb, KV layout): fixes every input shape
+        run = self._aot.get(key)
+        if run is None:
+            try:
+                run = self._build_aot(inputs, state)
+            except Exception as e:  # any export / compile failure: keep decoding, through dynamo
+                log.warning("AOT compile of the decode step failed (%s: %s); using torch.compile instead",
+                            type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                self.runner = "dynamo"
+                return self(ids, meta, kv, scratch)
+            self._aot[key] = run
+        logits = run([*inputs, *state])  # [Bb, V]
+        return logits if logits.shape[0] == ids.shape[0] else logits[: ids.shape[0]]
+
+    def _build_aot(self, inputs: tuple[torch.Tensor, ...], state: list[torch.Tensor]
+                   ) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir()))  # AOTInductor's build directories
+        from llmspeed.kernels.aoti import c_shims
+
+        options = {"max_autotune": self.cfg.mode != "default",
+                   "cpp.enable_kernel_profile": os.environ.get(PROFILE_KERNELS_ENV) == "1",
+                   "aot_inductor.custom_ops_to_c_shims": c_shims()}  # llmspeed's ops called directly, not boxed
+        what = f"decode graph batch {inputs[0].shape[0]}, KV length {inputs[3].shape[1]} (AOTInductor)"
+        return aot.build(self.model, _forward_aot, inputs, state, cache_dir("aoti"), options, what)
 
 
 def prepare_for_compile(model: nn.Module) -> None:
@@ -140,3 +245,13 @@ def prepare_for_compile(model: nn.Module) -> None:
         mods = tuple(getattr(mod, n) for n in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj") if hasattr(mod, n))
         if not fused.valid(mods):
             mod.fused = None
+
+
+def reuse_or_build(model: nn.Module, cfg: CompileConfig, previous: CompiledDecode | None) -> CompiledDecode:
+    """The compiled decode step for `model`: `previous` (and its compiled graphs) when nothing changed, else a new
+    one. The AOT runner has no guards, so the model's state (tensors, fusions) is checked here, per engine build."""
+    prepare_for_compile(model)
+    state = aot.model_state(model) if cfg.runner == "aot" else None
+    if previous is None or previous.model is not model or previous.cfg != cfg or previous.state != state:
+        return CompiledDecode(model, cfg, state)
+    return previous

@@ -22,7 +22,7 @@ from torch import nn
 
 from llmspeed.models.config import ModelConfig
 from llmspeed.models.tokenizer import Tokenizer
-from llmspeed.runtime.compiled import CompiledDecode, prepare_for_compile
+from llmspeed.runtime.compiled import CompiledDecode, prepare_for_compile, reuse_or_build
 from llmspeed.runtime.config import EngineConfig
 from llmspeed.runtime.kv_cache import KVCache
 from llmspeed.runtime.model_runner import ModelRunner, RowResult
@@ -90,7 +90,7 @@ class Engine:
         self.options = options or RuntimeOptions()
         prepare_model(model, self.options)  # again: compression may have replaced layers since load
         if decode_fn is None and self.options.compile is not None:
-            decode_fn = CompiledDecode(model, self.options.compile)
+            decode_fn = reuse_or_build(model, self.options.compile, None)
         if decode_fn is not None:
             prepare_for_compile(model)
         self.runner = ModelRunner(model, self.kv, decode_fn)
