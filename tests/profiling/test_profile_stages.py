@@ -39,7 +39,9 @@ def test_run_profile_tiny(tiny_llm, fake_calibration, tmp_path) -> None:
     trace = tmp_path / "trace.json"
     r = run_profile(tiny_llm, ProfileConfig(prompt_len=16, new_tokens=8, repeats=2, profile_steps=4,
                                             trace_path=str(trace)))
-    assert abs(r["stages"]["total"] - r["stages"]["wall"]) <= 0.10 * r["stages"]["wall"]
+    # the stages account for the request's wall time, up to the loop's own bookkeeping between steps (a few ms
+    # on a loaded 2-core machine, which is 10 % of this tiny model's 40 ms)
+    assert abs(r["stages"]["total"] - r["stages"]["wall"]) <= max(0.10 * r["stages"]["wall"], 0.010)
     assert r["ops"]["steps"] == 4 and r["ops"]["top_ops"]
     groups = r["ops"]["groups_ms_per_step"]
     assert groups["attention"] > 0 and groups["mlp"] > 0 and groups["norm"] > 0

@@ -1,4 +1,4 @@
-"""runtime/aot.py helpers: the compile heartbeat, the package cache key, the model-state signature."""
+"""runtime/aot.py helpers: the package cache key, the model-state signature (the heartbeat: tests/util)."""
 
 from __future__ import annotations
 
@@ -35,20 +35,6 @@ def beats():
     yield h
     logger.removeHandler(h)
     logger.setLevel(old)
-
-
-def test_heartbeat_logs_warnings_while_a_compile_runs(beats) -> None:
-    with aot.heartbeat("graph X", every=0.01):
-        assert beats.beat.wait(30)  # the body outlives a few periods: progress lines appear meanwhile
-    warnings = [r.getMessage() for r in beats.records if r.levelno == logging.WARNING]
-    assert any("graph X: still compiling" in m for m in warnings)
-    assert "graph X: compiled in" in warnings[-1]
-
-
-def test_heartbeat_quiet_for_a_short_compile(beats) -> None:
-    with aot.heartbeat("graph Y", every=60):
-        pass
-    assert [r.levelno for r in beats.records] == [logging.INFO, logging.INFO]  # "compiling", "compiled in"
 
 
 def _inputs(B: int, S: int, scratch: int) -> tuple[torch.Tensor, ...]:  # ids, positions, slots, gather

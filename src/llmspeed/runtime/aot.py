@@ -20,19 +20,19 @@ C++ wrapper through AOTInductor's proxy executor (the dispatcher, as in eager).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from llmspeed.util.progress import heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -88,31 +88,6 @@ def cache_key(ep: Any, options: dict[str, Any]) -> str:
     return h.hexdigest()[:32]
 
 
-@contextlib.contextmanager
-def heartbeat(what: str, every: float = HEARTBEAT_S) -> Iterator[None]:
-    """While the body runs longer than `every` seconds, log a WARNING every `every` seconds (visible at the CLI's
-    default log level, so a batch job or CI log shows a minutes-long cold compile progressing), and its end."""
-    stop = threading.Event()
-    beats = [0]
-    t0 = time.perf_counter()
-
-    def beat() -> None:
-        while not stop.wait(every):
-            beats[0] += 1
-            log.warning("%s: still compiling (%.0f s; cached for later runs)", what, time.perf_counter() - t0)
-
-    thread = threading.Thread(target=beat, name="llmspeed-compile-heartbeat", daemon=True)
-    log.info("%s: compiling", what)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        log.log(logging.WARNING if beats[0] else logging.INFO, "%s: compiled in %.1f s", what,
-                time.perf_counter() - t0)
-
-
 def compile_package(ep: Any, path: Path, options: dict[str, Any], what: str) -> None:
     """AOTInductor-compile `ep` into the package `path` (written to a temporary name, then renamed)."""
     import torch._inductor
@@ -120,7 +95,7 @@ def compile_package(ep: Any, path: Path, options: dict[str, Any], what: str) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.pt2")
     try:
-        with heartbeat(what):
+        with heartbeat(f"{what}: compiling (cached for later runs)", every=HEARTBEAT_S):
             torch._inductor.aoti_compile_and_package(
                 ep, package_path=str(tmp),
                 inductor_configs={**options, "aot_inductor.package_constants_in_so": False})

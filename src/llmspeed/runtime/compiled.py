@@ -35,6 +35,7 @@ from llmspeed.layers.attention import AttnBatch
 from llmspeed.layers.quant.plan import PhaseAware
 from llmspeed.runtime import aot
 from llmspeed.util.cache import cache_path
+from llmspeed.util.progress import heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ class CompiledDecode:
         key = (inputs[0].shape[0], inputs[3].shape[1])
         if key in self._seen:
             return self._compiled()(self.model, *inputs, kv)
-        with aot.heartbeat(f"decode graph batch {key[0]}, KV length {key[1]} (torch.compile)"):
+        with heartbeat(f"decode graph batch {key[0]}, KV length {key[1]} (torch.compile)"):
             logits = self._compiled()(self.model, *inputs, kv)
         self._seen.add(key)
         return logits
