@@ -78,6 +78,7 @@ class LLM:
         self._engine: Engine | None = None
         self._decode: CompiledDecode | None = None  # kept across engines: a rebuilt engine does not recompile
         self.last_output: GenerationOutput | None = None
+        self.tp: Any = None  # runtime.tp_launch.Launched when this LLM is rank 0 of a tensor-parallel group
         prepare_model(model, self.options)  # logits() and the engine then run the same kernels
 
     @property
@@ -102,12 +103,26 @@ class LLM:
         self._engine = None
         return self.engine
 
+    def close(self) -> None:
+        """Stop a tensor-parallel group's followers (idempotent; a no-op for one process)."""
+        if self.tp is not None:
+            launched, self.tp = self.tp, None
+            try:
+                self.model.close()  # type: ignore[operator]
+            finally:
+                launched.shutdown()
+
+    def _no_tp(self, what: str) -> None:
+        if self.tp is not None:
+            raise ValueError(f"{what} is not supported under --tp: each rank holds only its shard")
+
     def compress_(self, recipe: Any, calib: Any = None, progress: bool = True) -> list[Any]:
         """Apply a recipe (string or `Recipe`) to this model in place; record its explicit steps; rebuild the engine.
 
         Steps that need calibration data get the calibration plays through this model's tokenizer unless `calib`
         is given. Returns one `StepReport` per step.
         """
+        self._no_tp("compression")
         from llmspeed.compress.api import Recipe, compress_
         from llmspeed.compress.calibration import get_calibration
 
@@ -226,6 +241,7 @@ class LLM:
 
     def save(self, out_dir: str | Path) -> Path:
         """safetensors + config.json + recipe.json + tokenizer; written to a temp dir, renamed at the end."""
+        self._no_tp("saving")
         from llmspeed.models.saved import write_saved_dir
         from llmspeed.util.atomic import write_dir_atomically
 
@@ -234,14 +250,21 @@ class LLM:
 
 
 def load(model: str | Path = "default", dtype: str | torch.dtype = "float32", threads: int | None = None,
-         engine_config: EngineConfig | None = None, prefill: str | None = None, recipe: Any = None) -> LLM:
+         engine_config: EngineConfig | None = None, prefill: str | None = None, recipe: Any = None,
+         tp: int = 1) -> LLM:
     """Load `default`, a Hugging Face directory, a .gguf file or an llmspeed-saved directory (models/spec.py).
 
     `prefill`: the quantized linears' prefill path (`auto` measures per machine; default $LLMSPEED_PREFILL or auto).
     `recipe`: compress right after loading. A GGUF source taken as shipped (`default`) is then read in its float32
     form, since its Linears are already int4 and the recipe's steps act on float weights; `default:native` keeps
     the shipped blocks and stacks the recipe on them.
+    `tp`: tensor-parallel ranks (runtime/tp.py): this process is rank 0 and spawns the others, or, under torchrun,
+    every rank calls `load` and ranks other than 0 follow rank 0's forwards inside it and then exit the process.
     """
+    if tp != 1:
+        if recipe:
+            raise ValueError(f"--tp shards float weights; the recipe {recipe} cannot be sharded")
+        return _load_tensor_parallel(str(model), dtype, tp, threads, engine_config, prefill)
     from llmspeed.compress.api import restore_structure
     from llmspeed.models.loading import load_model
     from llmspeed.models.spec import float_source
@@ -256,6 +279,41 @@ def load(model: str | Path = "default", dtype: str | torch.dtype = "float32", th
     llm = LLM(loaded.model, loaded.tokenizer, loaded.recipe, loaded.source, engine_config, prefill)
     if recipe:
         llm.compress_(recipe)
+    return llm
+
+
+def _load_tensor_parallel(model: str, dtype: str | torch.dtype, tp: int, threads: int | None,
+                          engine_config: EngineConfig | None, prefill: str | None) -> LLM:
+    """Rank 0 of a tensor-parallel group gets an `LLM` over a `TPDriver`; a torchrun follower never returns."""
+    import atexit
+    import sys
+
+    from llmspeed.models.sharded import check_tp, load_shard, saved_config
+    from llmspeed.models.spec import model_dir, parse_model_spec
+    from llmspeed.runtime.threads import set_threads
+    from llmspeed.runtime.tp import TPDriver, follow
+    from llmspeed.runtime.tp_launch import start_group
+
+    if tp < 1:
+        raise ValueError(f"--tp must be >= 1, got {tp}")
+    dtype_name = dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
+    check_tp(saved_config(model_dir(parse_model_spec(model))), tp)  # before any process starts
+    launched = start_group(model, dtype_name, tp, threads, torch.device("cpu"))
+    try:
+        set_threads(threads or max(1, (os.cpu_count() or 1) // tp))
+        loaded = load_shard(model, dtype_name, launched.tp)
+        launched.join()
+    except BaseException:
+        launched.kill()
+        raise
+    if launched.tp.rank != 0:  # torchrun: this rank serves rank 0's forwards, then the process ends
+        prepare_model(loaded.model, runtime_options([], prefill))
+        follow(loaded.model, launched.tp)
+        launched.shutdown()
+        sys.exit(0)
+    llm = LLM(TPDriver(loaded.model, launched.tp), loaded.tokenizer, [], loaded.source, engine_config, prefill)
+    llm.tp = launched
+    atexit.register(llm.close)
     return llm
 
 
