@@ -9,7 +9,8 @@ import typer
 MODEL_HELP = ("default (embedded SmolLM2-135M-Instruct as shipped: int4 GGUF blocks; default:fp32 = float32), "
               "a HF model dir, a .gguf file[:native|:fp32], or an llmspeed-saved dir")
 ModelOpt = typer.Option("default", "--model", "-m", help=MODEL_HELP)
-ThreadsOpt = typer.Option(None, "--threads", help="torch threads (default: physical cores)")
+ThreadsOpt = typer.Option(None, "--threads", help="torch threads (default: physical cores; per rank under --tp)")
+TpOpt = typer.Option(1, "--tp", help="tensor-parallel ranks (processes on 127.0.0.1, torch.distributed; float weights)")
 
 
 def read_text_file(path: Path) -> str:
@@ -24,7 +25,10 @@ def read_text_file(path: Path) -> str:
         raise ValueError(f"{path} is not valid UTF-8 (byte {e.start}): pass a UTF-8 text file") from None
 
 
-def load_llm(model: str, dtype: str = "float32", threads: int | None = None, recipe: str | None = None):
+def load_llm(model: str, dtype: str = "float32", threads: int | None = None, recipe: str | None = None,
+             tp: int = 1):
     import llmspeed
 
-    return llmspeed.load(model, dtype=dtype, threads=threads, recipe=recipe)
+    if tp < 1:
+        raise ValueError(f"--tp must be >= 1, got {tp}")
+    return llmspeed.load(model, dtype=dtype, threads=threads, recipe=recipe, tp=tp)

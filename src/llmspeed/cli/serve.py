@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from llmspeed.cli.common import ModelOpt, ThreadsOpt, load_llm
+from llmspeed.cli.common import ModelOpt, ThreadsOpt, TpOpt, load_llm
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ def serve(
     autoscale_max: int = typer.Option(0, "--autoscale-max", help="ray: max replicas; > 0 turns on autoscaling"),
     ray_cpus: int = typer.Option(2, "--ray-cpus", help="ray: CPUs Ray may use"),
     threads: int = ThreadsOpt,
+    tp: int = TpOpt,
     log_level: str = typer.Option("warning", "--log-level"),
 ) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (continuous batching, caches, metrics)."""
@@ -58,6 +59,10 @@ def serve(
         raise ValueError(f"--backend must be local or ray, got {backend!r}")
     if replicas < 1:
         raise ValueError(f"--replicas must be >= 1, got {replicas}")
+    if tp < 1:
+        raise ValueError(f"--tp must be >= 1, got {tp}")
+    if tp > 1 and (replicas > 1 or backend != "local"):
+        raise ValueError("--tp runs one engine over tensor-parallel ranks: use it without --replicas / --backend ray")
     if lb not in LB_POLICIES:
         raise ValueError(f"--lb must be one of {', '.join(LB_POLICIES)}, got {lb!r}")
     if not 0 < port < 65536:
@@ -99,11 +104,14 @@ def serve(
     from llmspeed.runtime.engine import EngineConfig
     from llmspeed.serving.app import create_app
 
-    llm = load_llm(model, dtype, threads, recipe)
+    llm = load_llm(model, dtype, threads, recipe, tp)
     llm.reset_engine(**EngineConfig(**engine).__dict__)
     sys.stderr.write(f"llmspeed serving {name} on http://{host}:{port} (max batch {max_batch}, "
                      f"KV {kv_cache_tokens} tokens, L2 {l2.split('@')[-1]})\n")
-    serve_forever(create_app(llm, cfg), host, port, log_level)
+    try:
+        serve_forever(create_app(llm, cfg), host, port, log_level)
+    finally:
+        llm.close()
 
 
 def _serve_ray(model: str, dtype: str, threads: int | None, recipe: str | None, cfg: object, replicas: int,

@@ -108,7 +108,7 @@ def read_slice(sl: object, shard: Shard, transposed: bool) -> torch.Tensor:
     return t
 
 
-def _hf_gpt2_key(k: str) -> str | None:
+def hf_gpt2_key(k: str) -> str | None:
     if k.endswith((".attn.bias", ".attn.masked_bias")):
         return None  # causal-mask buffers, not weights
     return k if k.startswith(("transformer.", "lm_head.")) else "transformer." + k
@@ -124,7 +124,7 @@ def read_shard_state(files: list[Path], cfg: ModelConfig, tp: TPGroup, hf_names:
             for k in fh.keys():
                 key: str | None = k
                 if hf_names and cfg.arch == "gpt2":
-                    key = _hf_gpt2_key(k)
+                    key = hf_gpt2_key(k)
                 if key is None or key.endswith("rotary_emb.inv_freq"):
                     continue
                 if cfg.tie_embeddings and key == "lm_head.weight":

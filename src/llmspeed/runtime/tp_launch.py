@@ -97,6 +97,8 @@ def start_group(model: str, dtype: str, world: int, threads: int | None, device:
             raise ValueError(f"--tp {world} does not match torchrun's WORLD_SIZE={size}")
         dist.init_process_group(backend_for(device), timeout=GROUP_TIMEOUT)
         return Launched(TPGroup(rank, world), torchrun=True)
+    if dist.is_initialized():
+        raise ValueError("this process already holds a tensor-parallel group: close() that LLM first")
     port = _free_port()
     store = dist.TCPStore("127.0.0.1", port, world, is_master=True, timeout=datetime.timedelta(seconds=READY_TIMEOUT_S),
                           wait_for_workers=False)
