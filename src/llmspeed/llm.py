@@ -86,6 +86,25 @@ class LLM:
         return self.model.config  # type: ignore[return-value]
 
     @property
+    def device(self) -> torch.device:
+        from llmspeed.runtime.device import model_device
+
+        return model_device(self.model)
+
+    def to_device(self, device: torch.device) -> LLM:
+        """Move the weights to `device` (the engine, its KV cache and the fused projections are rebuilt there)."""
+        from llmspeed.compress.api import check_devices
+
+        check_devices(self.recipe, device.type)
+        self.model.to(device)
+        if hasattr(self.model, "tie_weights"):
+            self.model.tie_weights()
+        self._engine = None
+        self._decode = None
+        prepare_model(self.model, self.options)
+        return self
+
+    @property
     def dtype(self) -> torch.dtype:
         return next(p.dtype for p in self.model.parameters() if p.is_floating_point())
 
@@ -123,12 +142,14 @@ class LLM:
         is given. Returns one `StepReport` per step.
         """
         self._no_tp("compression")
-        from llmspeed.compress.api import Recipe, compress_
+        from llmspeed.compress.api import Recipe, check_devices, compress_
         from llmspeed.compress.calibration import get_calibration
 
         rec = Recipe.parse(recipe)
         if calib is None and rec.needs_calibration:
             calib = get_calibration(self.tokenizer, max_len=self.config.max_position)
+        if self.device.type != "cpu":
+            check_devices(rec, self.device.type)
         reports = compress_(self.model, rec, calib, progress)
         self.recipe.extend(rep.step for rep in reports)
         self.options = runtime_options(self.recipe, self._prefill)
@@ -237,7 +258,8 @@ class LLM:
         B, T = input_ids.shape
         if T > self.config.max_position:
             raise ValueError(f"input has {T} tokens; the context window is {self.config.max_position}")
-        return self.model(input_ids.long(), AttnBatch.no_cache(B, T))
+        dev = self.device
+        return self.model(input_ids.long().to(dev), AttnBatch.no_cache(B, T, device=dev))  # on the model's device
 
     def save(self, out_dir: str | Path) -> Path:
         """safetensors + config.json + recipe.json + tokenizer; written to a temp dir, renamed at the end."""
@@ -251,7 +273,7 @@ class LLM:
 
 def load(model: str | Path = "default", dtype: str | torch.dtype = "float32", threads: int | None = None,
          engine_config: EngineConfig | None = None, prefill: str | None = None, recipe: Any = None,
-         tp: int = 1) -> LLM:
+         tp: int = 1, device: str | torch.device = "cpu") -> LLM:
     """Load `default`, a Hugging Face directory, a .gguf file or an llmspeed-saved directory (models/spec.py).
 
     `prefill`: the quantized linears' prefill path (`auto` measures per machine; default $LLMSPEED_PREFILL or auto).
@@ -260,30 +282,40 @@ def load(model: str | Path = "default", dtype: str | torch.dtype = "float32", th
     the shipped blocks and stacks the recipe on them.
     `tp`: tensor-parallel ranks (runtime/tp.py): this process is rank 0 and spawns the others, or, under torchrun,
     every rank calls `load` and ranks other than 0 follow rank 0's forwards inside it and then exit the process.
+    `device`: cpu, cuda, cuda:N or auto (runtime/device.py); `dtype="auto"`: float32 on the CPU, bfloat16 on CUDA.
     """
+    from llmspeed.runtime.device import resolve_device, resolve_dtype
+
+    dev = resolve_device(device)
+    dtype = resolve_dtype(dtype, dev)
     if tp != 1:
         if recipe:
             raise ValueError(f"--tp shards float weights; the recipe {recipe} cannot be sharded")
-        return _load_tensor_parallel(str(model), dtype, tp, threads, engine_config, prefill)
-    from llmspeed.compress.api import restore_structure
+        return _load_tensor_parallel(str(model), dtype, tp, threads, engine_config, prefill, dev)
+    from llmspeed.compress.api import check_devices, restore_structure
     from llmspeed.models.loading import load_model
     from llmspeed.models.spec import float_source
     from llmspeed.runtime.threads import set_threads
 
     set_threads(threads)
+    if recipe:
+        check_devices(recipe, dev.type)  # before any loading
     spec = float_source(model) if recipe else str(model)
     if spec != str(model):
         log.info("recipe %s: compressing the float32 weights of %s (%s:native keeps the shipped int4 blocks)",
                  recipe, model, model)
     loaded = load_model(spec, dtype, restore=restore_structure)
+    check_devices(loaded.recipe, dev.type)  # a saved recipe, e.g. `default`'s int4 blocks
     llm = LLM(loaded.model, loaded.tokenizer, loaded.recipe, loaded.source, engine_config, prefill)
     if recipe:
-        llm.compress_(recipe)
+        llm.compress_(recipe)  # on the CPU; the result moves to the device below
+    if dev.type != "cpu":
+        llm.to_device(dev)
     return llm
 
 
 def _load_tensor_parallel(model: str, dtype: str | torch.dtype, tp: int, threads: int | None,
-                          engine_config: EngineConfig | None, prefill: str | None) -> LLM:
+                          engine_config: EngineConfig | None, prefill: str | None, device: torch.device) -> LLM:
     """Rank 0 of a tensor-parallel group gets an `LLM` over a `TPDriver`; a torchrun follower never returns."""
     import atexit
     import sys
@@ -292,26 +324,30 @@ def _load_tensor_parallel(model: str, dtype: str | torch.dtype, tp: int, threads
     from llmspeed.models.spec import model_dir, parse_model_spec
     from llmspeed.runtime.threads import set_threads
     from llmspeed.runtime.tp import TPDriver, follow
-    from llmspeed.runtime.tp_launch import start_group
+    from llmspeed.runtime.tp_launch import rank_device, start_group
 
     if tp < 1:
         raise ValueError(f"--tp must be >= 1, got {tp}")
     dtype_name = dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
     check_tp(saved_config(model_dir(parse_model_spec(model))), tp)  # before any process starts
-    launched = start_group(model, dtype_name, tp, threads, torch.device("cpu"))
+    launched = start_group(model, dtype_name, tp, threads, device)
+    dev = rank_device(device, launched.tp.rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # nccl: one GPU per rank
     try:
         set_threads(threads or max(1, (os.cpu_count() or 1) // tp))
         loaded = load_shard(model, dtype_name, launched.tp)
+        loaded.model.to(dev)
         launched.join()
     except BaseException:
         launched.kill()
         raise
     if launched.tp.rank != 0:  # torchrun: this rank serves rank 0's forwards, then the process ends
         prepare_model(loaded.model, runtime_options([], prefill))
-        follow(loaded.model, launched.tp)
+        follow(loaded.model, launched.tp, dev)
         launched.shutdown()
         sys.exit(0)
-    llm = LLM(TPDriver(loaded.model, launched.tp), loaded.tokenizer, [], loaded.source, engine_config, prefill)
+    llm = LLM(TPDriver(loaded.model, launched.tp, dev), loaded.tokenizer, [], loaded.source, engine_config, prefill)
     llm.tp = launched
     atexit.register(llm.close)
     return llm

@@ -76,7 +76,7 @@ def plan(cfg: BenchConfig) -> list[dict[str, Any]]:
               "quality": cfg.quality, "quality_max_tokens": cfg.quality_max_tokens}
     jobs: list[dict[str, Any]] = [
         {"label": _label("llmspeed", m) + (f" --tp {cfg.tp}" if cfg.tp > 1 else ""), "kind": "model",
-         "spec": {**common, "engine": "llmspeed", "model": m, "tp": cfg.tp}}
+         "spec": {**common, "engine": "llmspeed", "model": m, "tp": cfg.tp, "device": cfg.device}}
         for m in cfg.models]
     for base in cfg.baselines:
         if base == "none":

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from llmspeed.cli.common import ModelOpt, ThreadsOpt, TpOpt, load_llm, read_text_file
+from llmspeed.cli.common import DeviceOpt, DtypeOpt, ModelOpt, ThreadsOpt, TpOpt, load_llm, read_text_file
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +21,7 @@ def generate(
     prompt_file: Path = typer.Option(None, "--prompt-file", help="read the prompt from a UTF-8 file"),
     model: str = ModelOpt,
     recipe: str = typer.Option(None, "--recipe", help="compress in memory first, e.g. int8"),
-    dtype: str = typer.Option("float32", "--dtype"),
+    dtype: str = DtypeOpt,
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="cap on generated tokens (stops at EOS)"),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy"),
     top_k: int = typer.Option(0, "--top-k"),
@@ -33,6 +33,7 @@ def generate(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object with text and timings"),
     threads: int = ThreadsOpt,
     tp: int = TpOpt,
+    device: str = DeviceOpt,
 ) -> None:
     """Generate text with llmspeed's engine (greedy unless --temperature)."""
     if prompt_file is not None:
@@ -41,7 +42,7 @@ def generate(
         raise ValueError("prompt is empty: pass a prompt or --prompt-file")
     if max_new_tokens <= 0:
         raise ValueError(f"--max-new-tokens must be > 0, got {max_new_tokens}")
-    llm = load_llm(model, dtype, threads, recipe, tp)
+    llm = load_llm(model, dtype, threads, recipe, tp, device)
     try:
         _run(llm, prompt, model, as_json, dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                                               top_p=top_p, seed=seed, stop=stop or None, ignore_eos=ignore_eos,

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from llmspeed.cli.common import ModelOpt, ThreadsOpt, TpOpt, load_llm
+from llmspeed.cli.common import DeviceOpt, DtypeOpt, ModelOpt, ThreadsOpt, TpOpt, load_llm
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def default_sqlite() -> str:
 def serve(
     model: str = ModelOpt,
     recipe: str = typer.Option(None, "--recipe", help="compress in memory first, e.g. int8"),
-    dtype: str = typer.Option("float32", "--dtype"),
+    dtype: str = DtypeOpt,
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port"),
     api_key: str = typer.Option(None, "--api-key", help="require 'Authorization: Bearer KEY' (or LLMSPEED_API_KEY)"),
@@ -48,6 +48,7 @@ def serve(
     ray_cpus: int = typer.Option(2, "--ray-cpus", help="ray: CPUs Ray may use"),
     threads: int = ThreadsOpt,
     tp: int = TpOpt,
+    device: str = DeviceOpt,
     log_level: str = typer.Option("warning", "--log-level"),
 ) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (continuous batching, caches, metrics)."""
@@ -104,7 +105,7 @@ def serve(
     from llmspeed.runtime.engine import EngineConfig
     from llmspeed.serving.app import create_app
 
-    llm = load_llm(model, dtype, threads, recipe, tp)
+    llm = load_llm(model, dtype, threads, recipe, tp, device)
     llm.reset_engine(**EngineConfig(**engine).__dict__)
     sys.stderr.write(f"llmspeed serving {name} on http://{host}:{port} (max batch {max_batch}, "
                      f"KV {kv_cache_tokens} tokens, L2 {l2.split('@')[-1]})\n")

@@ -78,6 +78,6 @@ class GPT2LMHeadModel(nn.Module):
         for i, block in enumerate(t.h):
             x = block(x, meta, kv[i] if kv is not None else None)
         if logits_index is not None:
-            x = x[torch.arange(x.shape[0]), logits_index].unsqueeze(1)
+            x = x[torch.arange(x.shape[0], device=x.device), logits_index].unsqueeze(1)
         logits = self.lm_head(t.ln_f(x)).float()
         return logits[:, 0] if logits_index is not None else logits

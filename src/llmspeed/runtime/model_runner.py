@@ -75,7 +75,10 @@ class ModelRunner:
     # -- forward + sampling -------------------------------------------------------------------------
     def forward(self, batch: Batch) -> torch.Tensor:
         """[B, V] logits of each row's last new token; writes the new tokens' K/V into the cache."""
-        ids, meta, last = self.build_inputs(batch.seqs)
+        ids, meta, last = self.build_inputs(batch.seqs)  # packed on the host
+        dev = self.kv.k.device
+        if dev.type != "cpu":  # one copy per tensor to the model's device (runtime/device.py)
+            ids, meta, last = ids.to(dev, non_blocking=True), meta.to(dev), last.to(dev, non_blocking=True)
         if self.decode_fn is not None and not batch.is_prefill and self.decode_fn.supports(len(batch.seqs)):
             return self.decode_fn(ids, meta, self.kv.layers, self.kv.scratch_slot)  # [B, V]
         return self.model(ids, meta, self.kv.layers, logits_index=last)  # [B, V]

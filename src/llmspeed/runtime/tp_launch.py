@@ -14,6 +14,7 @@ import datetime
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -81,6 +82,13 @@ def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
+def rank_device(device: torch.device, rank: int) -> torch.device:
+    """A rank's device: the CPU, or GPU `rank` modulo the GPUs here (one GPU per rank for nccl)."""
+    if device.type != "cuda":
+        return device
+    return torch.device("cuda", rank % max(torch.cuda.device_count(), 1))
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -146,9 +154,13 @@ def follower_main(spec: dict) -> int:
     from llmspeed.runtime.plans import prepare_model
     from llmspeed.runtime.tp import follow
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the whole process group: rank 0 stops us
     _watch_parent(int(spec["parent"]))
     torch.set_num_threads(int(spec["threads"]))
-    rank, world, device = int(spec["rank"]), int(spec["world"]), torch.device(spec["device"])
+    rank, world = int(spec["rank"]), int(spec["world"])
+    device = rank_device(torch.device(spec["device"]), rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # nccl: one GPU per rank
     tp = TPGroup(rank, world)
     loaded = load_shard(spec["model"], spec["dtype"], tp)
     model = loaded.model.to(device)
