@@ -79,6 +79,7 @@ class LLM:
         self._decode: CompiledDecode | None = None  # kept across engines: a rebuilt engine does not recompile
         self.last_output: GenerationOutput | None = None
         self.tp: Any = None  # runtime.tp_launch.Launched when this LLM is rank 0 of a tensor-parallel group
+        self.load_args: dict[str, Any] | None = None  # how `load` made it, while unchanged (data-parallel workers)
         prepare_model(model, self.options)  # logits() and the engine then run the same kernels
 
     @property
@@ -151,6 +152,7 @@ class LLM:
         if self.device.type != "cpu":
             check_devices(rec, self.device.type)
         reports = compress_(self.model, rec, calib, progress)
+        self.load_args = None  # changed since loading: a worker must read a saved copy
         self.recipe.extend(rep.step for rep in reports)
         self.options = runtime_options(self.recipe, self._prefill)
         self._engine = None
@@ -311,6 +313,8 @@ def load(model: str | Path = "default", dtype: str | torch.dtype = "float32", th
         llm.compress_(recipe)  # on the CPU; the result moves to the device below
     if dev.type != "cpu":
         llm.to_device(dev)
+    llm.load_args = {"model": str(model), "dtype": dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch."),
+                     "recipe": str(recipe) if recipe else None}
     return llm
 
 
