@@ -42,3 +42,26 @@ def test_default_native_model_cannot_be_sharded(capsys: pytest.CaptureFixture[st
     """The embedded SmolLM2 has 9 heads / 3 KV heads: --tp 2 does not divide them (--tp 3 would)."""
     assert main(["generate", "hi", "--tp", "2"]) == 2
     assert "does not divide the model's 9 attention heads" in capsys.readouterr().err
+
+
+def test_torchrun_launch(tiny_model_dir) -> None:
+    """Under torchrun every rank runs the same command: rank 0 prints, rank 1 follows and exits 0."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    d = str(tiny_model_dir("llama"))
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = os.environ | {"PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1",
+                        "GLOO_SOCKET_IFNAME": "lo"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+           "llmspeed.cli.main", "generate", "To be, or not to be", "--model", d, "--tp", "2", "--threads", "1",
+           "--max-new-tokens", "6", "--ignore-eos", "--json"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout[res.stdout.index("{"):])
+    import llmspeed
+
+    want = llmspeed.load(d).generate("To be, or not to be", max_new_tokens=6, ignore_eos=True)[0].token_ids
+    assert out["token_ids"] == want
