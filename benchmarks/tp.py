@@ -19,14 +19,23 @@ import tempfile
 from pathlib import Path
 
 
-def _hwm_mb(pid: int | str = "self") -> float:
+def _status_mb(pid: int | str = "self", key: str = "VmHWM") -> float:
+    """A /proc/<pid>/status memory field in MB (VmHWM: peak RSS; RssAnon: private memory; RssFile: mapped files)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def _weight_bytes(model) -> int:  # noqa: ANN001 - an nn.Module
+def _hwm_mb(pid: int | str = "self") -> float:
+    return _status_mb(pid, "VmHWM")
+
+
+def _mem(pid: int | str = "self") -> dict[str, float]:
+    return {k: _status_mb(pid, k) for k in ("RssAnon", "RssFile")}
+
+
+def _weight_bytes(model) -> int:
     seen, total = set(), 0
     for p in model.parameters():
         if p.data_ptr() not in seen:
@@ -41,12 +50,15 @@ def child(model: str, tp: int, threads: int, new: int, repeats: int) -> dict:
     import llmspeed
     from llmspeed.runtime.engine import EngineConfig
 
+    before = _mem()  # torch + llmspeed imported, no model
     llm = llmspeed.load(model, threads=threads, tp=tp,
                         engine_config=EngineConfig(kv_cache_tokens=2048, enable_prefix_cache=False))
     out = {"tp": tp, "threads": threads, "torch_threads": torch.get_num_threads(),
-           "weight_mb_rank0": _weight_bytes(llm.model) / 1e6, "hwm_mb_rank0_after_load": _hwm_mb()}
+           "weight_mb_rank0": _weight_bytes(llm.model) / 1e6, "hwm_mb_rank0_after_load": _hwm_mb(),
+           "mem_before_load": before, "mem_after_load": _mem()}
     if tp > 1:
         out["hwm_mb_followers_after_load"] = [_hwm_mb(p.pid) for p in llm.tp.procs]
+        out["mem_followers_after_load"] = [_mem(p.pid) for p in llm.tp.procs]
     prompt = [int(t) for t in torch.randint(0, 500, (64,), generator=torch.Generator().manual_seed(0))]
     llm.generate_tokens([prompt], max_new_tokens=8, ignore_eos=True)  # warm-up
     rates, ar_ms, ag_ms = [], [], []
@@ -111,7 +123,10 @@ def main() -> int:
                 rows[name].append(json.loads(res.stdout.strip().splitlines()[-1]))
                 print(f"round {r} {name}: {rows[name][-1]}", file=sys.stderr, flush=True)
     one, two = rows["one"], rows["tp2"]
-    med = lambda rs, k: statistics.median(x[k] for x in rs)  # noqa: E731
+    for x in one + two:
+        x["mem_before_load_anon"] = x["mem_before_load"]["RssAnon"]
+        x["mem_after_load_anon"] = x["mem_after_load"]["RssAnon"]
+    med = lambda rs, k: statistics.median(x[k] for x in rs)
     from llmspeed.util.cpu import cpu_info
 
     summary = {
@@ -120,6 +135,10 @@ def main() -> int:
         "weight_ratio": med(two, "weight_mb_rank0") / med(one, "weight_mb_rank0"),
         "rss_mb_one": med(one, "hwm_mb_rank0"), "rss_mb_rank0_tp2": med(two, "hwm_mb_rank0"),
         "rss_mb_rank1_tp2": statistics.median(x["hwm_mb_followers"][0] for x in two),
+        "anon_mb_before_load": med(one, "mem_before_load_anon"),
+        "anon_mb_after_load_one": med(one, "mem_after_load_anon"),
+        "anon_mb_after_load_rank0_tp2": med(two, "mem_after_load_anon"),
+        "anon_mb_after_load_rank1_tp2": statistics.median(x["mem_followers_after_load"][0]["RssAnon"] for x in two),
         "decode_tok_s_one_threads2": med(one, "decode_tok_s"), "decode_tok_s_tp2_threads1": med(two, "decode_tok_s"),
         "all_reduce_ms_per_step": med(two, "all_reduce_ms_per_step"),
         "all_gather_ms_per_step": med(two, "all_gather_ms_per_step"),

@@ -135,7 +135,10 @@ class TPDriver(nn.Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            return getattr(self._modules["shard"], name)
+            shard = self.__dict__.get("_modules", {}).get("shard")
+            if shard is None:
+                raise
+            return getattr(shard, name)
 
     def forward(self, input_ids: torch.Tensor, meta: AttnBatch, kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
                 logits_index: torch.Tensor | None = None) -> torch.Tensor:
@@ -154,7 +157,11 @@ class TPDriver(nn.Module):
 
 
 def follow(model: nn.Module, tp: TPGroup, device: torch.device | str = "cpu") -> int:
-    """A follower rank's loop: run rank 0's forwards on this shard until it stops the group; returns the step count."""
+    """A follower rank's loop: run rank 0's forwards on this shard until it stops the group; returns the step count.
+
+    A forward that raises here ends the process (its exception propagates): rank 0's next collective then fails
+    with a closed connection and its rows fail with that error, rather than the ranks waiting on each other's
+    mismatched collectives."""
     dev = torch.device(device)
     cfg = model.config  # type: ignore[union-attr]
     kv: list[tuple[torch.Tensor, torch.Tensor]] = []
