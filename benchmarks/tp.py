@@ -32,7 +32,13 @@ def _hwm_mb(pid: int | str = "self") -> float:
 
 
 def _mem(pid: int | str = "self") -> dict[str, float]:
-    return {k: _status_mb(pid, k) for k in ("RssAnon", "RssFile")}
+    """Private (RssAnon) and file-mapped (RssFile: libraries, the mmap'd checkpoint pages) resident memory, and
+    Pss (shared pages divided among the processes mapping them: two ranks share the checkpoint's page cache)."""
+    out = {k: _status_mb(pid, k) for k in ("RssAnon", "RssFile")}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            out["Pss"] = int(line.split()[1]) / 1024
+    return out
 
 
 def _weight_bytes(model) -> int:
@@ -139,6 +145,9 @@ def main() -> int:
         "anon_mb_after_load_one": med(one, "mem_after_load_anon"),
         "anon_mb_after_load_rank0_tp2": med(two, "mem_after_load_anon"),
         "anon_mb_after_load_rank1_tp2": statistics.median(x["mem_followers_after_load"][0]["RssAnon"] for x in two),
+        "pss_mb_after_load_one": statistics.median(x["mem_after_load"]["Pss"] for x in one),
+        "pss_mb_after_load_rank0_tp2": statistics.median(x["mem_after_load"]["Pss"] for x in two),
+        "pss_mb_after_load_rank1_tp2": statistics.median(x["mem_followers_after_load"][0]["Pss"] for x in two),
         "decode_tok_s_one_threads2": med(one, "decode_tok_s"), "decode_tok_s_tp2_threads1": med(two, "decode_tok_s"),
         "all_reduce_ms_per_step": med(two, "all_reduce_ms_per_step"),
         "all_gather_ms_per_step": med(two, "all_gather_ms_per_step"),

@@ -91,21 +91,35 @@ def shard_of(cfg: ModelConfig, key: str, tp: TPGroup) -> Shard | None:
 
 
 def read_slice(sl: object, shard: Shard, transposed: bool) -> torch.Tensor:
-    """Read only `shard`'s part of a safetensors slice (`transposed`: stored [in, out], HF GPT-2 Conv1D)."""
-    shape = sl.get_shape()  # type: ignore[attr-defined]
-    dim = (1 - shard.dim) if transposed else shard.dim
-    parts = []
+    """Read only `shard`'s part of a safetensors slice (`transposed`: stored [in, out], HF GPT-2 Conv1D) into one
+    tensor allocated once (each part is read straight from the file and copied into place)."""
+    shape = list(sl.get_shape())  # type: ignore[attr-defined]
+    dim = (1 - shard.dim) if transposed else shard.dim  # the dim to slice in the stored layout
+    if len(shape) == 1:
+        dim = 0
+    if len(shard.ranges) == 1 and not transposed and not shard.pad_to:
+        a, b = shard.ranges[0]
+        return sl[a:b] if dim == 0 else sl[:, a:b]  # type: ignore[index]
+    n = sum(b - a for a, b in shard.ranges)
+    out_shape = list(shape)
+    out_shape[dim] = n
+    if transposed and len(shape) == 2:
+        out_shape.reverse()  # our [out, in] layout
+    if shard.pad_to:
+        out_shape[0] = max(out_shape[0], shard.pad_to)
+    out: torch.Tensor | None = None
+    offset = 0
     for a, b in shard.ranges:
-        if len(shape) == 1 or dim == 0:
-            parts.append(sl[a:b])  # type: ignore[index]
-        else:
-            parts.append(sl[:, a:b])  # type: ignore[index]
-    t = torch.cat(parts, dim=dim if len(shape) > 1 else 0)
-    if transposed and t.dim() == 2:
-        t = t.t().contiguous()
-    if shard.pad_to and t.shape[0] < shard.pad_to:
-        t = torch.cat([t, t.new_zeros(shard.pad_to - t.shape[0], *t.shape[1:])])
-    return t
+        part = sl[a:b] if dim == 0 else sl[:, a:b]  # type: ignore[index]
+        if out is None:
+            out = torch.zeros(out_shape, dtype=part.dtype)
+        if transposed and part.dim() == 2:
+            part = part.t()  # stored [in, out] -> our [out, in]
+        out.narrow(shard.dim if out.dim() > 1 else 0, offset, b - a).copy_(part)
+        offset += b - a
+        del part
+    assert out is not None
+    return out
 
 
 def hf_gpt2_key(k: str) -> str | None:
