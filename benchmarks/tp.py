@@ -136,7 +136,7 @@ def main() -> int:
     from llmspeed.util.cpu import cpu_info
 
     summary = {
-        "cpu": cpu_info().model_name, "model": a.model or "random-init GPT-2 small shape (124M, fp32)",
+        "cpu": cpu_info().model, "model": a.model or "random-init GPT-2 small shape (124M, fp32)",
         "weight_mb_one": med(one, "weight_mb_rank0"), "weight_mb_rank0_tp2": med(two, "weight_mb_rank0"),
         "weight_ratio": med(two, "weight_mb_rank0") / med(one, "weight_mb_rank0"),
         "rss_mb_one": med(one, "hwm_mb_rank0"), "rss_mb_rank0_tp2": med(two, "hwm_mb_rank0"),
