@@ -92,6 +92,44 @@ def child(model: str, tp: int, threads: int, new: int, repeats: int) -> dict:
     return out
 
 
+def _allreduce_rank(rank: int, port: int, hidden: int, iters: int, out: str) -> None:
+    import os
+    import time
+
+    import torch
+    import torch.distributed as dist
+
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    x = torch.randn(1, 1, hidden)  # one decode token's hidden state: what a row-parallel layer reduces
+    times = []
+    for i in range(iters + 20):
+        dist.barrier()  # both ranks arrive together: this times the collective, not the other rank's compute
+        t0 = time.perf_counter()
+        dist.all_reduce(x)
+        if i >= 20:
+            times.append(time.perf_counter() - t0)
+    if rank == 0:
+        Path(out).write_text(json.dumps({"hidden": hidden, "iters": iters, "median_us": 1e6 * statistics.median(times),
+                                         "p90_us": 1e6 * sorted(times)[int(0.9 * len(times))]}))
+    dist.destroy_process_group()
+
+
+def allreduce_latency(hidden: int = 768, iters: int = 300) -> dict:
+    """Latency of one gloo all-reduce of a [1, 1, hidden] float32 tensor between 2 processes on loopback."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        port = so.getsockname()[1]
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        mp.spawn(_allreduce_rank, args=(port, hidden, iters, f.name), nprocs=2, join=True)
+        return json.loads(Path(f.name).read_text())
+
+
 def make_gpt2_small(out: Path) -> Path:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.conftest import build_tiny_hf
@@ -114,7 +152,11 @@ def main() -> int:
     ap.add_argument("--new", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--child", default="")
+    ap.add_argument("--allreduce-only", action="store_true", help="only the all-reduce latency micro-benchmark")
     a = ap.parse_args()
+    if a.allreduce_only:
+        print(json.dumps(allreduce_latency(), indent=2))
+        return 0
     if a.child:
         tp, threads = (int(x) for x in a.child.split(","))
         print(json.dumps(child(a.model, tp, threads, a.new, a.repeats)))
@@ -154,6 +196,7 @@ def main() -> int:
         "all_reduce_calls_per_step": med(two, "all_reduce_calls_per_step"),
         "same_tokens": all(x["tokens_head"] == one[0]["tokens_head"] for x in one + two),
     }
+    summary["allreduce_latency_idle"] = allreduce_latency()
     summary["decode_ratio_tp2_vs_one"] = summary["decode_tok_s_tp2_threads1"] / summary["decode_tok_s_one_threads2"]
     print(json.dumps(summary, indent=2))
     return 0
