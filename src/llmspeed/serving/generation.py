@@ -123,6 +123,7 @@ class GenerationService:
         prefix, echo_lps = self._echo(p, seq) if p.echo else ("", None)
         if p.logprobs is None:
             return {"text": prefix + text, "finish_reason": reason, "logprobs": None}
+        n = 0 if p.no_output else len(seq.output_ids)  # a final EOS too (its string is ""): one entry per token
         out = LegacyLogprobs(self.llm.tokenizer, len(prefix)).add(seq.output_ids[:n], seq.output_logprobs[:n],
                                                                   final=True)
         return {"text": prefix + text, "finish_reason": reason, "logprobs": merge_legacy(echo_lps, out)}
@@ -238,7 +239,7 @@ class GenerationService:
                     yield sse(S.chunk(kind, p.rid, p.created, m, prefix, None, logprobs=echo_lps))
                 first = False
                 text = "" if p.no_output else d.text
-                upto = _visible(seq) if d.finished else d.num_output
+                upto = d.num_output if p.kind == "completion" or not d.finished else _visible(seq)
                 if text:
                     parts.append(text)
                     yield sse(S.chunk(kind, p.rid, p.created, m, text, None,

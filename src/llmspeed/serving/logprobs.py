@@ -4,7 +4,9 @@ Legacy `/v1/completions`: `{"tokens", "token_logprobs", "top_logprobs", "text_of
 the first prompt token has no context (`null` logprob and `null` top dict). Token strings come from
 incremental decoding, so `"".join(tokens)` is the choice's text and `text_offset` indexes into it. A top dict
 holds the k most likely tokens plus the token actually there (vLLM's convention), so a reader can tell
-whether that token was the greedy choice (`logprob == max(top.values())`, what lm-eval checks).
+whether that token was the greedy choice (`logprob == max(top.values())`, what lm-eval checks). Every
+generated token has an entry, a final EOS included (its string is ""): lm-eval drops the last entry as the one
+generated token (`token_logprobs[ctxlen:-1]`), so omitting an EOS would cut a prompt token instead.
 
 Chat: `{"content": [{"token", "logprob", "bytes", "top_logprobs": [{"token", "logprob", "bytes"}]}]}`.
 Values are finite: a -inf / NaN log-probability is reported as -9999.0 (as vLLM does), so the JSON is valid.
