@@ -41,7 +41,7 @@ def _body(i: int) -> dict:
 
 
 def test_router_metrics_expose_every_replica_with_a_label(fleet) -> None:
-    srv, rs = fleet
+    srv, _ = fleet
     for i in range(4):
         assert httpx.post(f"{srv.url}/v1/completions", json=_body(i) | {"max_tokens": 2}, headers=H,
                           timeout=60).status_code == 200
