@@ -129,3 +129,21 @@ def test_tokenize_and_detokenize(server, ref_llm) -> None:
         r = httpx.post(f"{server.url}{path}", json=body, headers=H, timeout=30)
         assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
     assert httpx.post(f"{server.url}/tokenize", json={"prompt": "x"}, timeout=30).status_code == 401
+
+
+def test_several_prompts_stream_interleaved_by_index(server) -> None:
+    body = {"prompt": ["Now is the winter", "Friends, Romans"], "max_tokens": 6, "temperature": 0,
+            "ignore_eos": True, "logprobs": 1, "echo": True}
+    whole = _post(server, "/v1/completions", body)
+    with httpx.stream("POST", f"{server.url}/v1/completions", json=body | {"stream": True, "seed": 5}, headers=H,
+                      timeout=60) as r:
+        events = [json.loads(x[6:]) for x in r.iter_lines() if x.startswith("data: {")]
+    texts, reasons, lps = ["", ""], [None, None], [[], []]
+    for e in events:
+        for c in e["choices"]:
+            texts[c["index"]] += c["text"]
+            reasons[c["index"]] = c["finish_reason"] or reasons[c["index"]]
+            lps[c["index"]] += (c["logprobs"] or {}).get("token_logprobs", [])
+    assert texts == [c["text"] for c in whole["choices"]] and reasons == ["length", "length"]
+    for got, c in zip(lps, whole["choices"], strict=True):
+        assert got[0] is None and got[1:] == pytest.approx(c["logprobs"]["token_logprobs"][1:], abs=1e-5)

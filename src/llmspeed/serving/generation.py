@@ -73,8 +73,8 @@ class GenerationService:
             while (flight := self.flights.join(p.key)) is not None:
                 try:
                     entry = await asyncio.wait_for(asyncio.shield(flight), self.cfg.request_timeout)
-                except TimeoutError:
-                    entry = None
+                except TimeoutError:  # a leader that never settles (its stream was never read): run alone
+                    break
                 if entry is not None:
                     level = "coalesced"
                     break
@@ -190,15 +190,18 @@ class GenerationService:
             self.settle(p, entry)
 
     async def stream(self, p: Prepared, include_usage: bool) -> AsyncIterator[bytes]:
-        """SSE chunks in OpenAI's format; ends with `data: [DONE]` (after an error event if it failed)."""
+        """SSE chunks in OpenAI's format (several prompts: their chunks interleave, told apart by `index`); ends
+        with `data: [DONE]` (after an error event if it failed)."""
         try:
-            self.admit()  # raised before the response starts, so a 429 is a plain JSON error
-            seq = self._sequences(p)[0]
+            self.admit(len(p.prompts))  # raised before the response starts, so a 429 is a plain JSON error
+            seqs = self._sequences(p)
         except BaseException:
             self.settle(p, None)
             raise
-        q = self.loop.submit(seq, self.cfg.request_timeout + 1.0)
-        return self._stream_body(p, seq, q, include_usage)
+        q: asyncio.Queue[Delta] = asyncio.Queue()
+        for s in seqs:
+            self.loop.submit(s, self.cfg.request_timeout + 1.0, q)
+        return self._stream_body(p, seqs, q, include_usage)
 
     def _stream_logprobs(self, p: Prepared, seq: Any, state: dict[str, Any], upto: int) -> Any:
         """Logprobs of the output tokens [state["n"], upto) for one chunk, in the request kind's format."""
@@ -209,18 +212,18 @@ class GenerationService:
             return chat_logprobs(self.llm.tokenizer, seq.output_logprobs[lo:upto], p.logprobs)
         return state["legacy"].add(seq.output_ids[lo:upto], seq.output_logprobs[lo:upto])
 
-    async def _stream_body(self, p: Prepared, seq: Any, q: asyncio.Queue[Delta],
+    async def _stream_body(self, p: Prepared, seqs: list[Any], q: asyncio.Queue[Delta],
                            include_usage: bool) -> AsyncIterator[bytes]:
         m, kind = self.cfg.model_name, p.kind
         deadline = time.monotonic() + self.cfg.request_timeout
-        parts: list[str] = []
-        done = False
-        state: dict[str, Any] = {"n": 0, "legacy": LegacyLogprobs(self.llm.tokenizer)}
+        index = {s.seq_id: i for i, s in enumerate(seqs)}
+        states: list[dict[str, Any]] = [{"n": 0, "legacy": LegacyLogprobs(self.llm.tokenizer), "parts": [],
+                                         "first": True, "reason": None} for _ in seqs]
+        left, done = len(seqs), False
         try:
             if kind == "chat":
                 yield sse(S.chunk(kind, p.rid, p.created, m, "", None, first=True))
-            first = True
-            while True:
+            while left:
                 try:
                     d = await self._next(q, deadline)
                 except TimeoutError:
@@ -229,35 +232,39 @@ class GenerationService:
                     yield sse("[DONE]")
                     return
                 if d.error:
-                    done = True
                     yield sse(error_body(500, _failed(d.error), None, "engine_error"))
                     yield sse("[DONE]")
                     return
-                if first and p.echo:  # the prompt (scored by the prefill that just ran) comes first
+                i = index.get(d.seq_id, 0)
+                seq, st = seqs[i], states[i]
+                if st["first"] and p.echo:  # the prompt (scored by the prefill that just ran) comes first
                     prefix, echo_lps = self._echo(p, seq)
-                    state["legacy"].offset = len(prefix)
-                    yield sse(S.chunk(kind, p.rid, p.created, m, prefix, None, logprobs=echo_lps))
-                first = False
+                    st["legacy"].offset = len(prefix)
+                    yield sse(S.chunk(kind, p.rid, p.created, m, prefix, None, index=i, logprobs=echo_lps))
+                st["first"] = False
                 text = "" if p.no_output else d.text
-                upto = d.num_output if p.kind == "completion" or not d.finished else _visible(seq)
+                upto = d.num_output if kind == "completion" or not d.finished else _visible(seq)
                 if text:
-                    parts.append(text)
-                    yield sse(S.chunk(kind, p.rid, p.created, m, text, None,
-                                      logprobs=self._stream_logprobs(p, seq, state, upto)))
+                    st["parts"].append(text)
+                    yield sse(S.chunk(kind, p.rid, p.created, m, text, None, index=i,
+                                      logprobs=self._stream_logprobs(p, seq, st, upto)))
                 if d.finished:
-                    done = True
-                    lps = self._stream_logprobs(p, seq, state, upto) if state["n"] < upto else None
-                    yield sse(S.chunk(kind, p.rid, p.created, m, None, d.finish_reason, logprobs=lps))
-                    entry = self._entry(p, [seq], [self._choice(p, seq, "".join(parts), d.finish_reason)])
-                    if include_usage:
-                        yield sse(S.chunk(kind, p.rid, p.created, m, None, None, use=entry["usage"], no_choices=True))
-                    yield sse("[DONE]")
-                    self._store(p, entry)
-                    self.settle(p, entry)
-                    return
+                    left -= 1
+                    st["reason"] = d.finish_reason
+                    lps = self._stream_logprobs(p, seq, st, upto) if st["n"] < upto else None
+                    yield sse(S.chunk(kind, p.rid, p.created, m, None, d.finish_reason, index=i, logprobs=lps))
+            done = True
+            entry = self._entry(p, seqs, [self._choice(p, s, "".join(st["parts"]), st["reason"])
+                                          for s, st in zip(seqs, states, strict=True)])
+            if include_usage:
+                yield sse(S.chunk(kind, p.rid, p.created, m, None, None, use=entry["usage"], no_choices=True))
+            yield sse("[DONE]")
+            self._store(p, entry)
+            self.settle(p, entry)
         finally:
-            if not done:  # client disconnected or timed out: abort and free the blocks
-                self.loop.cancel(p.rid)
+            if not done:  # client disconnected, timed out or failed: abort and free the blocks
+                for s in seqs:
+                    self.loop.cancel(s.seq_id)
             self.settle(p, None)
 
     async def replay(self, kind: str, e: dict[str, Any], include_usage: bool) -> AsyncIterator[bytes]:

@@ -5,7 +5,7 @@ parameters, what to report (echo, logprobs) and the response-cache key. Every re
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from llmspeed.runtime.sequence import SamplingParams
@@ -29,7 +29,6 @@ class Prepared:
     logprobs: int | None = None  # top alternatives per token; None: no logprobs in the response
     no_output: bool = False  # max_tokens 0 (with echo): the prefill's token is generated but not reported
     leader: bool = False  # this request runs for identical ones in flight (single-flight)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def seq_id(self, i: int) -> str:
         return self.rid if len(self.prompts) == 1 else f"{self.rid}-{i}"
@@ -95,9 +94,6 @@ def prepare(req: S.CompletionRequest | S.ChatCompletionRequest, kind: str, *, to
         if limit == 0 and not echo:
             raise APIError(400, "max_tokens 0 is only allowed with echo: true (prompt logprobs alone)",
                            "max_tokens", "invalid_value")
-        if req.stream and len(prompts) > 1:
-            raise APIError(400, "stream with more than one prompt is not supported: send one request per prompt",
-                           "prompt", "invalid_value")
     if limit is None:
         limit = DEFAULT_COMPLETION_TOKENS if kind == "completion" else window - longest
     if longest + max(limit, 1) > window:
