@@ -52,7 +52,8 @@
   // ---------------------------------------------------------------- charts
   const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea"];
   const line = (label, i, scale) => ({ label, stroke: COLORS[i], width: 1.6, scale: scale || "y" });
-  const pctAxis = { values: (u, vs) => vs.map((v) => (v * 100).toFixed(0) + "%") };
+  const zeroUp = { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] }; // counts and latencies start at 0
+  const pctAxis = { scale: "f", values: (u, vs) => vs.map((v) => (v * 100).toFixed(0) + "%") };
   const CHARTS = {
     "c-tput": { fields: ["tok_s", "req_s"], series: [line("tokens/s", 0), line("requests/s", 1, "r")],
       axes: [{}, { scale: "r", side: 1, grid: { show: false } }] },
@@ -75,7 +76,7 @@
       const el = $(id);
       const axes = [{}].concat(c.axes || [{}]);
       const opts = { width: width(el), height: 210, series: [{}].concat(c.series), axes,
-        scales: Object.assign({ x: { time: true } }, c.scales || {}), legend: { live: false } };
+        scales: Object.assign({ x: { time: true }, y: zeroUp, r: zeroUp, kv: zeroUp }, c.scales || {}), legend: { live: false } };
       plots[id] = new uPlot(opts, [[], ...c.fields.map(() => [])], el);
     }
     window.addEventListener("resize", () => {
@@ -202,6 +203,7 @@
   if (!needAuth) $("keyform").hidden = true;
 
   makeCharts();
+  window.llmspeedDashboard = { plots, points: () => points }; // read-only handle for tests and the console
   poll();
   listReports();
   setInterval(poll, 1000);
