@@ -95,6 +95,8 @@ def _request(rng: random.Random, i: int, cfg: SoakConfig) -> tuple[str, str, dic
     else:
         kind, prompt, temp, drop = "sampled", rng.choice(HOT), 0.8, False
     body: dict[str, Any] = {"model": "soak", "max_tokens": cfg.max_tokens, "temperature": temp, "stream": stream}
+    if drop:  # long enough that the server is still generating when the client goes
+        body |= {"max_tokens": max(8 * cfg.max_tokens, 128), "ignore_eos": True}
     if chat:
         body["messages"] = [{"role": "user", "content": prompt}]
     else:

@@ -118,13 +118,15 @@ def mount_dashboard(app: FastAPI, metrics: Any, *, model_name: str, auth: bool, 
     install_sampler(app, sampler)
     static = _static_dir()
     reports = Path(reports_dir).expanduser().resolve() if reports_dir else None
-    page = (static / "dashboard.html").read_text()
-    page = page.replace("{{AUTH}}", "1" if auth else "0").replace("{{REPORTS}}", "1" if reports else "0")
-    page = page.replace("{{MODEL}}", _html_escape(model_name))
+    page: list[str] = []  # read on first request: no file I/O at app construction
 
     @app.get("/dashboard", include_in_schema=False)
     async def dashboard_page() -> Response:
-        return HTMLResponse(page, headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
+        if not page:
+            html = (static / "dashboard.html").read_text()
+            html = html.replace("{{AUTH}}", "1" if auth else "0").replace("{{REPORTS}}", "1" if reports else "0")
+            page.append(html.replace("{{MODEL}}", _html_escape(model_name)))
+        return HTMLResponse(page[0], headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
 
     @app.get("/dashboard/static/{name}", include_in_schema=False)
     async def dashboard_static(name: str) -> Response:
