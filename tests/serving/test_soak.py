@@ -1,4 +1,4 @@
-"""benchmarks/soak.py: the verdict's arithmetic on made-up runs, and a 12-second soak against a tiny-model server
+"""benchmarks/soak.py: the verdict's arithmetic on made-up runs, and a 9-second soak against a tiny-model server
 (errors, dropped streams aborted by the server, nothing left running, JSON + PNG written)."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,12 @@ SOAK = Path(__file__).resolve().parents[2] / "benchmarks" / "soak.py"
 def soak():
     spec = importlib.util.spec_from_file_location("llmspeed_soak", SOAK)
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(mod)  # type: ignore[union-attr]
+        yield mod
+    finally:
+        sys.modules.pop(spec.name, None)
 
 
 def _run(soak, rss: list[float], p99_scale: list[float], errors_at: tuple[float, ...] = ()) -> object:
@@ -67,12 +72,12 @@ def test_short_trailing_bucket_is_dropped_and_config_checked(soak) -> None:
 
 def test_short_soak_against_a_tiny_server(soak, make_server, tmp_path: Path) -> None:
     server = make_server(api_key=soak.KEY, model_name="soak")
-    cfg = soak.SoakConfig(minutes=12 / 60, warmup_minutes=3 / 60, bucket_s=3, concurrency=3, max_tokens=8,
+    cfg = soak.SoakConfig(minutes=9 / 60, warmup_minutes=3 / 60, bucket_s=3, concurrency=3, max_tokens=8,
                           disconnect_frac=0.1, seed=1)
     rep = soak.soak(server.url, os.getpid(), cfg, "tiny", tmp_path)  # in-process server: RSS is this process's
     v = rep["verdict"]
     assert v["errors"] == 0, v["error_samples"]
-    assert v["requests"] > 20 and len(rep["buckets"]) == 3
+    assert v["requests"] > 20 and len(rep["buckets"]) == 2
     assert {"disconnect", "full-hit", "stream-miss"} <= set(v["by_kind"]), v["by_kind"]
     c = v["checks"]
     assert c["no_errors"] and c["no_engine_failures"] and c["healthy_after"] and c["nothing_left_running"]
