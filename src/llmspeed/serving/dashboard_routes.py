@@ -78,8 +78,11 @@ def _describe(root: Path, d: Path, names: set[str]) -> dict[str, Any]:
 def resolve_report(root: Path, rel: str) -> Path | None:
     """`rel` (e.g. 'run1/report.html') as a file inside `root`, or None: only report.html / report.json, no escape
     by '..' or a symlink."""
-    p = (root / rel).resolve()
-    if p.name not in REPORT_FILES or not p.is_file() or not p.is_relative_to(root.resolve()):
+    try:
+        p = (root / rel).resolve()
+        if p.name not in REPORT_FILES or not p.is_relative_to(root.resolve()) or not p.is_file():
+            return None
+    except (OSError, ValueError):  # a NUL byte, a name too long, a loop: not a report
         return None
     return p
 
