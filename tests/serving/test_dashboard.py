@@ -157,3 +157,11 @@ def test_read_registry_sees_the_app_metrics(dash_server) -> None:
     snap = read_registry(dash_server.server.config.app.state.metrics.registry)
     assert "llmspeed:kv_cache_blocks_total" in snap
     assert any(k.startswith("llmspeed:time_to_first_token_seconds_bucket") for k in snap)
+
+
+def test_serve_reports_must_be_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from llmspeed.cli.main import main
+
+    assert main(["serve", "--reports", str(tmp_path / "missing")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error: --reports must be an existing directory"), err
