@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import typer
 
@@ -48,6 +49,7 @@ def serve(
     autoscale_min: int = typer.Option(0, "--autoscale-min", help="ray: min replicas (with --autoscale-max)"),
     autoscale_max: int = typer.Option(0, "--autoscale-max", help="ray: max replicas; > 0 turns on autoscaling"),
     ray_cpus: int = typer.Option(2, "--ray-cpus", help="ray: CPUs Ray may use"),
+    reports: str = typer.Option(None, "--reports", help="directory of `llmspeed bench` reports shown on /dashboard"),
     threads: int = ThreadsOpt,
     log_level: str = typer.Option("warning", "--log-level"),
 ) -> None:
@@ -65,11 +67,13 @@ def serve(
     if not 0 < port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {port}")
     key = resolve_api_key(api_key)
+    if reports is not None and not Path(reports).expanduser().is_dir():
+        raise ValueError(f"--reports must be an existing directory, got {reports!r}")
     l2 = default_sqlite() if cache_l2 == "default" else cache_l2
     name = served_name or model
     cfg = ServerConfig(model_name=name, api_key=key, max_queue=max_queue, request_timeout=request_timeout,
                        cache_l1=cache_l1, cache_policy=cache_policy, cache_l2=l2, cache_ttl=cache_ttl,
-                       drain_timeout=drain_timeout)
+                       drain_timeout=drain_timeout, reports_dir=reports)
     engine = {"kv_cache_tokens": kv_cache_tokens, "max_batch": max_batch, "max_batch_tokens": max_batch_tokens}
     from llmspeed.models.spec import parse_model_spec
 

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from llmspeed.serving import schemas as S
 from llmspeed.serving.auth import install_auth
 from llmspeed.serving.config import ServerConfig
+from llmspeed.serving.dashboard_routes import mount_dashboard
 from llmspeed.serving.drain import Drain
 from llmspeed.serving.engine_loop import EngineLoop
 from llmspeed.serving.errors import error_response, install_error_handlers
@@ -132,4 +133,5 @@ def create_app(llm: Any, config: ServerConfig | None = None) -> FastAPI:
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
+    mount_dashboard(app, metrics, model_name=cfg.model_name, auth=bool(cfg.api_key), reports_dir=cfg.reports_dir)
     return app
