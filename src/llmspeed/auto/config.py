@@ -129,6 +129,7 @@ class AutoConfig:
     concurrency: int = 16  # requests of the throughput / ttft workload
     seed: int = 0
     ablation: bool = True
+    profile: bool = True  # order the seeds by `llmspeed profile`'s verdict (a short profile of the original)
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:

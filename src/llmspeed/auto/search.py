@@ -216,7 +216,7 @@ class Search:
         return confirmed
 
     def run(self) -> AutoResult:
-        verdict = self.m.verdict()
+        verdict = self.m.verdict() if self.cfg.profile else None
         self.store.set_meta("config", self.cfg.to_dict())
         self.screen_phase(verdict)
         confirmed = self.confirm_phase()
