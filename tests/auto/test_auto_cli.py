@@ -43,3 +43,15 @@ def test_refuses_a_foreign_out_dir(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["auto", "--out", str(tmp_path)]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_render_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    from llmspeed.auto.api import auto
+    from llmspeed.cli.auto import render
+    from tests.auto.conftest import StubMeasurer
+
+    stub = StubMeasurer()
+    res = auto(None, measurer=stub, clock=stub.clock, max_trials=6, budget_minutes=600)
+    render(res)
+    out = capsys.readouterr().out
+    assert "Pareto fronts" in out and "cycle-time cut" in out and res.recipe in out.replace("\n", "")

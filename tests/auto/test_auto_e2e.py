@@ -43,3 +43,23 @@ def test_auto_end_to_end_two_trials(tiny_model_dir, tmp_path: Path) -> None:
     doc = json.loads((out / "trials.json").read_text())
     assert doc["recipe"] == res.recipe and doc["fronts"]["speed"]
     assert "cycle-time cut" in (out / "report.html").read_text()
+
+
+def test_auto_throughput_measures_serving_settings(tiny_model_dir, tmp_path: Path) -> None:
+    """The throughput objective runs concurrent requests under each candidate's engine settings and threads."""
+    from llmspeed.auto.space import SERVING_DEFAULTS
+
+    llm = llmspeed.load(tiny_model_dir("llama"))
+
+    def one(ctx):
+        p = PRESET_PARAMS["int8"] | SERVING_DEFAULTS | {"max_batch": 4, "threads": 1}
+        return [params_to_candidate(p, "preset:int8")]
+
+    res = llmspeed.auto(llm, objective="throughput", max_ppl_increase=5.0, budget_minutes=10, max_trials=1,
+                        sources=[one], profile=False, screen_eval_tokens=128, full_eval_tokens=256, new_tokens=8,
+                        repeats=1, concurrency=4, ablation=False)
+    assert res.accepted, res.message
+    assert res.serving == {"max_batch": 4, "max_batch_tokens": 4096, "threads": 1}
+    sp = res.chosen["bench"]["speed"]
+    assert sp["throughput_tok_s"] > 0 and sp["ttft_ms"] > 0 and sp["concurrency"] == 4
+    assert res.baseline["throughput_tok_s"] > 0  # the server's defaults, same run

@@ -193,14 +193,16 @@ class Search:
 
     # -- phase 2: confirmation --------------------------------------------------------------------------------
     def confirm_phase(self) -> list[dict[str, Any]]:
-        """Full eval of the best survivors (top `confirm_top`, more while none is accepted and time is left)."""
+        """Full eval of the best survivors: the top `confirm_top` (fewer once one is accepted and time is up), more while
+        none is accepted and time is left."""
         pool = sorted((r for r in self.records.values() if r["status"] in (SURVIVOR, ACCEPTED, OVER)),
                       key=self._score, reverse=True)
         confirmed = []
         for i, rec in enumerate(pool):
-            accepted = [r for r in confirmed if r["status"] == ACCEPTED]
-            if i >= self.cfg.confirm_top and (accepted or self.clock() >= self.deadline):
-                break
+            accepted = any(r["status"] == ACCEPTED for r in confirmed)
+            late = self.clock() >= self.deadline
+            if (accepted and (i >= self.cfg.confirm_top or late)) or (i >= self.cfg.confirm_top and late):
+                break  # past the deadline, confirmation goes on only until one candidate is accepted
             if rec.get("full") is None:
                 cand = _candidate(rec)
                 with heartbeat(f"auto: full evaluation of {cand.label()} "
