@@ -77,6 +77,8 @@ def _plot(res: AutoResult, key: str, higher: bool, unit: str, path: Path) -> boo
         q, s = _figures(res.chosen)
         if s.get(key) is not None:
             ax.scatter([q["delta_ppl_pct"]], [s[key]], marker="*", s=160, color="#070", label="chosen", zorder=5)
+    if res.baseline.get(key) is not None:
+        ax.scatter([0.0], [res.baseline[key]], marker="x", s=60, color="#000", label="original (same run)", zorder=5)
     lim = res.ppl_budget_pct
     if lim is not None and math.isfinite(lim):
         ax.axvline(lim, ls="--", color="#888", lw=1, label=f"ΔPPL budget {lim:g}%")
