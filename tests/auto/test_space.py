@@ -78,3 +78,14 @@ def test_public_api_is_lazy_and_callable() -> None:
             "assert 'torch' not in sys.modules and 'optuna' not in sys.modules, 'heavy import'; "
             "import llmspeed.auto.config; assert callable(llmspeed.auto) and llmspeed.AutoResult")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_load_prompts(tmp_path) -> None:
+    from llmspeed.auto.workload import WorkPrompt, load_prompts
+
+    p = tmp_path / "w.jsonl"
+    p.write_text('{"prompt": "Repeat: a b c", "max_tokens": 16}\n\n{"prompt": "Hello"}\n')
+    assert load_prompts(p, 32) == [WorkPrompt("Repeat: a b c", 16), WorkPrompt("Hello", 32)]
+    p.write_text('{"prompt": "x", "max_tokens": 1}\n')
+    with pytest.raises(ValueError, match="max_tokens"):
+        load_prompts(p)
