@@ -20,6 +20,7 @@ from llmspeed.cli.main import main
     (["--max-trials", "0"], "max_trials must be >= 1"),
     (["--prompts", "/no/such/prompts.jsonl"], "--prompts file not found"),
     (["--resume"], "nothing to resume"),
+    (["--eval-tokens", "512"], "must not exceed the full eval"),
 ])
 def test_bad_input_is_one_error_line(extra: list[str], needle: str, tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:

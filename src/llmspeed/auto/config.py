@@ -147,6 +147,9 @@ class AutoConfig:
                              f"got {self.screen_slack}")
         if not 0.0 <= self.reserve_share < 1.0:
             raise ValueError(f"reserve_share must be in [0, 1), got {self.reserve_share}")
+        if self.screen_eval_tokens > self.full_eval_tokens:
+            raise ValueError(f"the screening slice ({self.screen_eval_tokens} tokens) must not exceed the full eval "
+                             f"({self.full_eval_tokens})")
         if self.screen_task_n < 1 or self.full_task_n < 1:
             raise ValueError("task passage counts must be >= 1")
 

@@ -36,6 +36,8 @@ def auto(
     prompts: Path = typer.Option(None, "--prompts", help="JSONL workload for the speed runs: "
                                  "{\"prompt\": ..., \"max_tokens\": N} per line"),
     resume: bool = typer.Option(False, "--resume", help="continue the run stored in --out (no finished trial repeats)"),
+    eval_tokens: int = typer.Option(8192, "--eval-tokens", help="held-out tokens of the full (accepting) eval"),
+    screen_tokens: int = typer.Option(1024, "--screen-tokens", help="held-out tokens of the screening slice"),
     threads: int = ThreadsOpt,
     seed: int = typer.Option(0, "--seed", help="TPE sampler seed"),
 ) -> None:
@@ -49,15 +51,17 @@ def auto(
     crit = Criteria(max_ppl_increase=_opt_fraction(max_ppl_increase, "--max-ppl-increase"),
                     max_kl=_opt_fraction(max_kl, "--max-kl"), min_top1=_opt_fraction(min_top1, "--min-top1"),
                     min_task_acc=_opt_fraction(min_task_acc, "--min-task-acc"))
+    sizes = {"full_eval_tokens": eval_tokens, "screen_eval_tokens": screen_tokens}
     cfg = AutoConfig(objective=objective, criteria=crit, budget_minutes=budget_minutes, max_trials=max_trials,
-                     seed=seed)  # bad input fails here: one line, exit 2, nothing loaded
+                     seed=seed, **sizes)  # bad input fails here: one line, exit 2, nothing loaded
     work = load_prompts(prompts, cfg.new_tokens) if prompts is not None else None
     check_out(out, resume)
     llm = llmspeed.load(float_source(model), threads=threads)
     with _progress_bar(cfg.max_trials) as on_progress:
         res = llmspeed.auto(llm, objective, crit.max_ppl_increase, max_kl=crit.max_kl, min_top1=crit.min_top1,
                             min_task_acc=crit.min_task_acc, budget_minutes=budget_minutes, max_trials=max_trials,
-                            out=out, prompts=work, resume=resume, on_progress=on_progress, seed=seed)
+                            out=out, prompts=work, resume=resume, on_progress=on_progress, seed=seed,
+                            **sizes)
     render(res)
     if not res.accepted:
         raise typer.Exit(1)
