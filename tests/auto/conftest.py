@@ -43,6 +43,7 @@ class StubMeasurer:
     confirm_cost_s: float = 120.0
     screen_bias: float = 0.0
     full_extra: Any = None
+    bench_bonus: Any = None  # cand -> tok/s added in the full benchmark only (the short screening run misranked)
     fail_after: int | None = None  # raise KeyboardInterrupt at this screen call (a killed run)
     verdict_value: str | None = "memory-bound"
     screened: list[str] = field(default_factory=list)
@@ -90,7 +91,10 @@ class StubMeasurer:
 
     def benchmark(self, cands: list[Candidate]) -> list[dict[str, Any]]:
         self.clock.t += 30.0 * len(cands)
-        return [self.speed(c) for c in cands]
+        out = [self.speed(c) for c in cands]
+        for c, s in zip(cands, out, strict=True):
+            s["decode_tok_s"] += self.bench_bonus(c) if self.bench_bonus else 0.0
+        return out
 
     def ablation(self, c: Candidate) -> list[dict[str, Any]]:
         rows, t0 = [], None

@@ -139,3 +139,16 @@ def test_extra_candidate_source_is_screened(stub: StubMeasurer) -> None:
     res = run(stub, sources=[*CANDIDATE_SOURCES, students], max_trials=10)
     st = [r for r in res.trials if r["source"] == "student"]
     assert len(st) == 1 and st[0]["candidate"]["model"] == "out/student"
+
+
+def test_benchmark_reranks_and_the_full_eval_still_decides(stub: StubMeasurer) -> None:
+    """The screening run ranks speed-a8 first; the full benchmark finds `speed` (unconfirmed) faster: it is
+    confirmed on the full eval and chosen. A faster one over budget on the full eval would still lose."""
+    stub.bench_bonus = lambda c: 20.0 if c.steps == ("int8-head", "int4-g32-asym", "compile") else 0.0
+    res = run(stub, max_trials=8, confirm_top=1)
+    assert res.recipe == "int8-head,int4-g32-asym,compile" and res.chosen["full"] is not None
+    assert len(stub.confirmed) == 2
+    stub2 = StubMeasurer(bench_bonus=stub.bench_bonus, full_extra=lambda c: 0.05 if c.steps[-1] == "compile"
+                         and "a8" not in c.steps else 0.0)
+    res2 = run(stub2, max_trials=8, confirm_top=1)
+    assert res2.recipe != "int8-head,int4-g32-asym,compile" and res2.chosen["full"]["quality"]["delta_ppl"] <= 0.03

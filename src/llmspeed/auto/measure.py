@@ -12,6 +12,7 @@ import copy
 import gc
 import logging
 import platform
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,16 @@ def quality_of(llm: Any, base: Any, max_tokens: int, task_n: int) -> dict[str, A
         q |= {"task_acc": r["lastword_accuracy"], "baseline_task_acc": r["baseline_lastword_accuracy"],
               "task_n": task_n}
     return q
+
+
+def _median_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-key median of numeric figures over rounds (other values from the first round), plus the rounds."""
+    out = dict(runs[0])
+    for k, v in runs[0].items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = statistics.median(float(r[k]) for r in runs)
+    out["rounds"] = [{k: v for k, v in r.items() if isinstance(v, float)} for r in runs]
+    return out
 
 
 class LLMMeasurer:
@@ -80,6 +91,14 @@ class LLMMeasurer:
             return self._built[1]
         self._built = None
         gc.collect()
+        llm = self._make(cand)
+        if llm is not self.base:
+            self._built = (cand.key, llm)
+        return llm
+
+    def _make(self, cand: Candidate) -> LLM:
+        if self._built is not None and self._built[0] == cand.key:
+            return self._built[1]
         if cand.draft is not None:
             raise NotImplementedError("speculative drafts are not measured by llmspeed auto yet")
         if cand.model is not None:
@@ -92,8 +111,6 @@ class LLMMeasurer:
             llm = LLM(copy.deepcopy(self.base.model), self.base.tokenizer, list(self.base.recipe), self.base.source)
         if cand.steps:
             llm.compress_(cand.recipe, progress=False)
-        if llm is not self.base:
-            self._built = (cand.key, llm)
         return llm
 
     def _speed(self, llm: LLM, cand: Candidate, full: bool) -> dict[str, Any]:
@@ -116,7 +133,17 @@ class LLMMeasurer:
         return self._quality(self.build(cand), full=True)
 
     def benchmark(self, cands: list[Candidate]) -> list[dict[str, Any]]:
-        return [self._speed(self.build(c), c, full=True) for c in cands]
+        """All models built first, then `repeats` rounds, each model once per round in turn (load that comes and
+        goes hits them all alike); per model the median of its rounds."""
+        self._built = None
+        gc.collect()
+        llms = [self._make(c) for c in cands]
+        runs: list[list[dict[str, Any]]] = [[] for _ in cands]
+        for _ in range(self.cfg.repeats):
+            for i, (c, llm) in enumerate(zip(cands, llms, strict=True)):
+                runs[i].append(speed_of(llm, self.cfg.objective, self.prompts, new_tokens=self.cfg.new_tokens,
+                                        repeats=1, concurrency=self.cfg.concurrency, serving=c.serving_dict))
+        return [_median_runs(r) for r in runs]
 
     def ablation(self, cand: Candidate) -> list[dict[str, Any]]:
         """The seeds' table: each step added in turn, its measured T and % cycle-time cut vs the original."""

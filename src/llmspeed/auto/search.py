@@ -191,6 +191,20 @@ class Search:
                 continue
             self._tell(trial, self._screen(cand))
 
+    def _confirm(self, rec: dict[str, Any]) -> None:
+        """The full eval decides: accepted or over budget (kept in the record, so a resumed run reuses it)."""
+        if rec.get("full") is not None:
+            return
+        cand = _candidate(rec)
+        with heartbeat(f"auto: full evaluation of {cand.label()} "
+                       f"({_fmt_left(self.deadline - self.clock())} left)", logger=log):
+            q = self.m.confirm(cand)
+        exc = self.cfg.criteria.excess(q)
+        rec["full"] = {"quality": q}
+        rec["full_excess"] = exc
+        rec["status"] = ACCEPTED if max(exc.values()) <= 1.0 else OVER
+        self.store.put(rec)
+
     # -- phase 2: confirmation --------------------------------------------------------------------------------
     def confirm_phase(self) -> list[dict[str, Any]]:
         """Full eval of the best survivors: the top `confirm_top` (fewer once one is accepted and time is up), more while
@@ -203,19 +217,22 @@ class Search:
             late = self.clock() >= self.deadline
             if (accepted and (i >= self.cfg.confirm_top or late)) or (i >= self.cfg.confirm_top and late):
                 break  # past the deadline, confirmation goes on only until one candidate is accepted
-            if rec.get("full") is None:
-                cand = _candidate(rec)
-                with heartbeat(f"auto: full evaluation of {cand.label()} "
-                               f"({_fmt_left(self.deadline - self.clock())} left)", logger=log):
-                    q = self.m.confirm(cand)
-                exc = self.cfg.criteria.excess(q)
-                rec["full"] = {"quality": q}
-                rec["full_excess"] = exc
-                rec["status"] = ACCEPTED if max(exc.values()) <= 1.0 else OVER
-                self.store.put(rec)
+            self._confirm(rec)
             confirmed.append(rec)
             self._progress("confirming")
         return confirmed
+
+    def _second_look(self, benched: list[dict[str, Any]], accepted: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A benchmarked candidate faster than every accepted one (the short screening run ranked it lower) gets
+        its full eval now; the fastest that passes joins the accepted. Acceptance is still the full eval's."""
+        best = max((self._score(r, "bench") for r in accepted), default=-math.inf)
+        for rec in sorted(benched, key=lambda r: self._score(r, "bench"), reverse=True):
+            if self._score(rec, "bench") <= best:
+                break
+            self._confirm(rec)
+            if rec["status"] == ACCEPTED:
+                return [*accepted, rec]
+        return accepted
 
     def run(self) -> AutoResult:
         verdict = self.m.verdict() if self.cfg.profile else None
@@ -227,9 +244,12 @@ class Search:
                          recipe=None, verdict=verdict)
         mp = self.cfg.criteria.max_ppl_increase
         res.ppl_budget_pct = None if mp is None else 100.0 * mp
+        pool = sorted((r for r in self.records.values() if r["status"] in (SURVIVOR, ACCEPTED)),
+                      key=self._score, reverse=True)
         rows = [ORIGINAL] + [_candidate(r) for r in (accepted or confirmed[:1])]
-        refs = [r for r in self.records.values() if r["source"] == "preset:speed" and r not in accepted]
-        rows += [_candidate(r) for r in refs if r.get("screen")]  # the `speed` preset, for comparison
+        rows += [_candidate(r) for r in pool[: self.cfg.confirm_top]]  # the slice's speed run is short: re-rank
+        rows += [_candidate(r) for r in self.records.values()  # the `speed` preset, for comparison
+                 if r["source"] == "preset:speed" and r.get("screen")]
         rows = list({c.key: c for c in rows}.values())
         if len(rows) > 1:
             with heartbeat(f"auto: full benchmark of {len(rows)} models (original included, same run)", logger=log):
@@ -239,6 +259,7 @@ class Search:
                 rec = self.records[cand.key]
                 rec["bench"] = {"speed": b}
                 self.store.put(rec)
+            accepted = self._second_look([self.records[c.key] for c in rows[1:]], accepted)
         if accepted:
             best = max(accepted, key=lambda r: self._score(r, "bench"))
             res.accepted, res.recipe, res.chosen = True, best["candidate"]["recipe"], best
