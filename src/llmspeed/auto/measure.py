@@ -152,18 +152,29 @@ class LLMMeasurer:
         prompt = prompt_of(self.base, min(128, self.base.config.max_position // 2))
         n_new = min(self.cfg.new_tokens, self.base.config.max_position // 4)
         stages = [("original", Candidate())]
-        stages += [(tok, Candidate(steps=cand.steps[: i + 1])) for i, tok in enumerate(cand.steps)]
+        stages += [(tok, Candidate(steps=cand.steps[: i + 1], model=cand.model)) for i, tok in enumerate(cand.steps)]
         if cand.serving:
             stages.append(("serving " + " ".join(f"{k}={v}" for k, v in cand.serving), cand))
         rows: list[dict[str, Any]] = []
+        llm: LLM | None = None
         for name, c in stages:
-            llm = self.build(c)
+            if name == "original" or cand.model is not None or cand.draft is not None:
+                llm = self._make(c)
+            elif c is not cand:  # one step more, in place (as `llmspeed optimize` applies them)
+                if llm is None or llm is self.base:
+                    self._built = None
+                    gc.collect()
+                    llm = LLM(copy.deepcopy(self.base.model), self.base.tokenizer, list(self.base.recipe),
+                              self.base.source)
+                llm.compress_(name, progress=False)
             with threads_set(c.serving_dict.get("threads")):
                 t = cycle_time(llm, prompt, n_new, self.cfg.repeats)
             t0 = rows[0]["T"] if rows else t["T"]
             prev = rows[-1]["T"] if rows else t["T"]
             rows.append({"added": name, "recipe": c.recipe or "original", **t,
                          "cut_pct": 100.0 * (1.0 - t["T"] / t0), "step_cut_pct": 100.0 * (1.0 - t["T"] / prev)})
+        if llm is not None and llm is not self.base and cand.model is None and cand.draft is None:
+            self._built = (cand.key, llm)  # the chosen model, built step by step: saved as is
         return rows
 
     def save(self, cand: Candidate, path: Path) -> None:
