@@ -98,7 +98,7 @@ def render(res: Any) -> None:
     from rich.table import Table
 
     from llmspeed.auto.config import OBJECTIVE_METRIC
-    from llmspeed.auto.report import ABLATION_HEAD, ablation_rows, fronts
+    from llmspeed.auto.report import ablation_rows, fronts
 
     con = Console()
     key, unit, _ = OBJECTIVE_METRIC[res.objective]
@@ -107,11 +107,11 @@ def render(res: Any) -> None:
     fr = fronts(res)
     con.print(f"Pareto fronts: {len(fr['speed'])} points ({key} vs ΔPPL), {len(fr['size'])} (size vs ΔPPL)")
     if res.ablation:
-        t = Table(title="Strategy -> % cycle-time cut (measured, one request)")
-        for c in ABLATION_HEAD:
-            t.add_column(c, justify="left" if c in ("step added", "recipe") else "right", overflow="fold")
-        for row in ablation_rows(res):
-            t.add_row(*row)
+        t = Table(title="Strategy -> % cycle-time cut (measured, one request; ms)")
+        for c in ("+ step", "t_pre", "t_prefill", "t_decode", "t_post", "T", "cut vs prev %", "cut vs orig %"):
+            t.add_column(c, justify="left" if c == "+ step" else "right", overflow="fold")
+        for row in ablation_rows(res):  # the cumulative recipe column is in report.html
+            t.add_row(row[0], *row[2:])
         con.print(t)
     con.print(("[green]" if res.accepted else "[red]") + res.message + "[/]")
     for name, path in sorted(res.files.items()):
