@@ -55,4 +55,4 @@ def test_render_summary(capsys: pytest.CaptureFixture[str]) -> None:
     res = auto(None, measurer=stub, clock=stub.clock, max_trials=6, budget_minutes=600)
     render(res)
     out = capsys.readouterr().out
-    assert "Pareto fronts" in out and "cycle-time cut" in out and "cut vs orig" in out
+    assert "Pareto fronts" in out and "cycle-time cut" in out and "+ step" in out and "original" in out

@@ -108,7 +108,7 @@ def render(res: Any) -> None:
     con.print(f"Pareto fronts: {len(fr['speed'])} points ({key} vs ΔPPL), {len(fr['size'])} (size vs ΔPPL)")
     if res.ablation:
         t = Table(title="Strategy -> % cycle-time cut (measured, one request; ms)")
-        for c in ("+ step", "t_pre", "t_prefill", "t_decode", "t_post", "T", "cut vs prev %", "cut vs orig %"):
+        for c in ("+ step", "t_pre", "t_prefill", "t_decode", "t_post", "T", "cut %", "cut vs orig %"):
             t.add_column(c, justify="left" if c == "+ step" else "right", overflow="fold")
         for row in ablation_rows(res):  # the cumulative recipe column is in report.html
             t.add_row(row[0], *row[2:])
