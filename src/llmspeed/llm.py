@@ -78,11 +78,32 @@ class LLM:
         self._engine: Engine | None = None
         self._decode: CompiledDecode | None = None  # kept across engines: a rebuilt engine does not recompile
         self.last_output: GenerationOutput | None = None
+        self.tp: Any = None  # runtime.tp_launch.Launched when this LLM is rank 0 of a tensor-parallel group
+        self.load_args: dict[str, Any] | None = None  # how `load` made it, while unchanged (data-parallel workers)
         prepare_model(model, self.options)  # logits() and the engine then run the same kernels
 
     @property
     def config(self) -> ModelConfig:
         return self.model.config  # type: ignore[return-value]
+
+    @property
+    def device(self) -> torch.device:
+        from llmspeed.runtime.device import model_device
+
+        return model_device(self.model)
+
+    def to_device(self, device: torch.device) -> LLM:
+        """Move the weights to `device` (the engine, its KV cache and the fused projections are rebuilt there)."""
+        from llmspeed.compress.api import check_devices
+
+        check_devices(self.recipe, device.type)
+        self.model.to(device)
+        if hasattr(self.model, "tie_weights"):
+            self.model.tie_weights()
+        self._engine = None
+        self._decode = None
+        prepare_model(self.model, self.options)
+        return self
 
     @property
     def dtype(self) -> torch.dtype:
@@ -102,19 +123,36 @@ class LLM:
         self._engine = None
         return self.engine
 
+    def close(self) -> None:
+        """Stop a tensor-parallel group's followers (idempotent; a no-op for one process)."""
+        if self.tp is not None:
+            launched, self.tp = self.tp, None
+            try:
+                self.model.close()  # type: ignore[operator]
+            finally:
+                launched.shutdown()
+
+    def _no_tp(self, what: str) -> None:
+        if self.tp is not None:
+            raise ValueError(f"{what} is not supported under --tp: each rank holds only its shard")
+
     def compress_(self, recipe: Any, calib: Any = None, progress: bool = True) -> list[Any]:
         """Apply a recipe (string or `Recipe`) to this model in place; record its explicit steps; rebuild the engine.
 
         Steps that need calibration data get the calibration plays through this model's tokenizer unless `calib`
         is given. Returns one `StepReport` per step.
         """
-        from llmspeed.compress.api import Recipe, compress_
+        self._no_tp("compression")
+        from llmspeed.compress.api import Recipe, check_devices, compress_
         from llmspeed.compress.calibration import get_calibration
 
         rec = Recipe.parse(recipe)
         if calib is None and rec.needs_calibration:
             calib = get_calibration(self.tokenizer, max_len=self.config.max_position)
+        if self.device.type != "cpu":
+            check_devices(rec, self.device.type)
         reports = compress_(self.model, rec, calib, progress)
+        self.load_args = None  # changed since loading: a worker must read a saved copy
         self.recipe.extend(rep.step for rep in reports)
         self.options = runtime_options(self.recipe, self._prefill)
         self._engine = None
@@ -222,10 +260,12 @@ class LLM:
         B, T = input_ids.shape
         if T > self.config.max_position:
             raise ValueError(f"input has {T} tokens; the context window is {self.config.max_position}")
-        return self.model(input_ids.long(), AttnBatch.no_cache(B, T))
+        dev = self.device
+        return self.model(input_ids.long().to(dev), AttnBatch.no_cache(B, T, device=dev))  # on the model's device
 
     def save(self, out_dir: str | Path) -> Path:
         """safetensors + config.json + recipe.json + tokenizer; written to a temp dir, renamed at the end."""
+        self._no_tp("saving")
         from llmspeed.models.saved import write_saved_dir
         from llmspeed.util.atomic import write_dir_atomically
 
@@ -234,28 +274,86 @@ class LLM:
 
 
 def load(model: str | Path = "default", dtype: str | torch.dtype = "float32", threads: int | None = None,
-         engine_config: EngineConfig | None = None, prefill: str | None = None, recipe: Any = None) -> LLM:
+         engine_config: EngineConfig | None = None, prefill: str | None = None, recipe: Any = None,
+         tp: int = 1, device: str | torch.device = "cpu") -> LLM:
     """Load `default`, a Hugging Face directory, a .gguf file or an llmspeed-saved directory (models/spec.py).
 
     `prefill`: the quantized linears' prefill path (`auto` measures per machine; default $LLMSPEED_PREFILL or auto).
     `recipe`: compress right after loading. A GGUF source taken as shipped (`default`) is then read in its float32
     form, since its Linears are already int4 and the recipe's steps act on float weights; `default:native` keeps
     the shipped blocks and stacks the recipe on them.
+    `tp`: tensor-parallel ranks (runtime/tp.py): this process is rank 0 and spawns the others, or, under torchrun,
+    every rank calls `load` and ranks other than 0 follow rank 0's forwards inside it and then exit the process.
+    `device`: cpu, cuda, cuda:N or auto (runtime/device.py); `dtype="auto"`: float32 on the CPU, bfloat16 on CUDA.
     """
-    from llmspeed.compress.api import restore_structure
+    from llmspeed.runtime.device import resolve_device, resolve_dtype
+
+    dev = resolve_device(device)
+    dtype = resolve_dtype(dtype, dev)
+    if tp != 1:
+        if recipe:
+            raise ValueError(f"--tp shards float weights; the recipe {recipe} cannot be sharded")
+        return _load_tensor_parallel(str(model), dtype, tp, threads, engine_config, prefill, dev)
+    from llmspeed.compress.api import check_devices, restore_structure
     from llmspeed.models.loading import load_model
     from llmspeed.models.spec import float_source
     from llmspeed.runtime.threads import set_threads
 
     set_threads(threads)
+    if recipe:
+        check_devices(recipe, dev.type)  # before any loading
     spec = float_source(model) if recipe else str(model)
     if spec != str(model):
         log.info("recipe %s: compressing the float32 weights of %s (%s:native keeps the shipped int4 blocks)",
                  recipe, model, model)
     loaded = load_model(spec, dtype, restore=restore_structure)
+    check_devices(loaded.recipe, dev.type)  # a saved recipe, e.g. `default`'s int4 blocks
     llm = LLM(loaded.model, loaded.tokenizer, loaded.recipe, loaded.source, engine_config, prefill)
     if recipe:
-        llm.compress_(recipe)
+        llm.compress_(recipe)  # on the CPU; the result moves to the device below
+    if dev.type != "cpu":
+        llm.to_device(dev)
+    llm.load_args = {"model": str(model), "dtype": dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch."),
+                     "recipe": str(recipe) if recipe else None}
+    return llm
+
+
+def _load_tensor_parallel(model: str, dtype: str | torch.dtype, tp: int, threads: int | None,
+                          engine_config: EngineConfig | None, prefill: str | None, device: torch.device) -> LLM:
+    """Rank 0 of a tensor-parallel group gets an `LLM` over a `TPDriver`; a torchrun follower never returns."""
+    import atexit
+    import sys
+
+    from llmspeed.models.sharded import check_tp, load_shard, saved_config
+    from llmspeed.models.spec import model_dir, parse_model_spec
+    from llmspeed.runtime.threads import set_threads
+    from llmspeed.runtime.tp import TPDriver, follow
+    from llmspeed.runtime.tp_launch import rank_device, start_group
+
+    if tp < 1:
+        raise ValueError(f"--tp must be >= 1, got {tp}")
+    dtype_name = dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
+    check_tp(saved_config(model_dir(parse_model_spec(model))), tp)  # before any process starts
+    launched = start_group(model, dtype_name, tp, threads, device)
+    dev = rank_device(device, launched.tp.rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # nccl: one GPU per rank
+    try:
+        set_threads(threads or max(1, (os.cpu_count() or 1) // tp))
+        loaded = load_shard(model, dtype_name, launched.tp)
+        loaded.model.to(dev)
+        launched.join()
+    except BaseException:
+        launched.kill()
+        raise
+    if launched.tp.rank != 0:  # torchrun: this rank serves rank 0's forwards, then the process ends
+        prepare_model(loaded.model, runtime_options([], prefill))
+        follow(loaded.model, launched.tp, dev)
+        launched.shutdown()
+        sys.exit(0)
+    llm = LLM(TPDriver(loaded.model, launched.tp, dev), loaded.tokenizer, [], loaded.source, engine_config, prefill)
+    llm.tp = launched
+    atexit.register(llm.close)
     return llm
 
 

@@ -47,6 +47,8 @@ class BenchConfig:
     prompt_len: int = 128
     new_tokens: int = 128
     threads: int | None = None
+    tp: int = 1  # tensor-parallel ranks of llmspeed's rows (baselines run in one process)
+    device: str = "cpu"  # llmspeed's rows (cpu | cuda | auto); the baselines run on the CPU
     out: str = "report"
     quality: bool = False
     quality_max_tokens: int = 4096  # tokens evaluated per model when --quality
@@ -66,6 +68,11 @@ class BenchConfig:
             raise ValueError("prompt length and --new-tokens must be > 0")
         if self.threads is not None and self.threads <= 0:
             raise ValueError(f"--threads must be > 0, got {self.threads}")
+        from llmspeed.runtime.device import resolve_device
+
+        resolve_device(self.device)  # `cuda` without a GPU fails here, before any worker starts
+        if self.tp < 1:
+            raise ValueError(f"--tp must be >= 1, got {self.tp}")
         if self.timeout_s <= 0:
             raise ValueError("timeout must be > 0")
         bad = [b for b in self.baselines if b not in BASELINES]

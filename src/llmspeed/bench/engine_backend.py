@@ -12,15 +12,22 @@ from llmspeed.bench.measure import RunResult, path_size
 class EngineBackend:
     engine = "llmspeed"
 
-    def __init__(self, spec: str, recipe: str | None = None) -> None:
+    def __init__(self, spec: str, recipe: str | None = None, tp: int = 1, device: str = "cpu") -> None:
         self.spec = spec
         self.recipe = recipe
+        self.tp = tp  # tensor-parallel ranks: this worker is rank 0 (its RSS is rank 0's)
+        self.device = device
         self.llm: Any = None
 
     def load(self) -> None:
         import llmspeed
 
-        self.llm = llmspeed.load(self.spec, recipe=self.recipe)
+        self.llm = llmspeed.load(self.spec, recipe=self.recipe, tp=self.tp, device=self.device)
+
+    def close(self) -> None:
+        """Stop a tensor-parallel group's followers."""
+        if self.llm is not None:
+            self.llm.close()
 
     def prepare(self, scenarios: list[Scenario]) -> None:
         """Size the KV cache and batch limits for the largest scenario; no prefix cache (repeats must recompute)."""

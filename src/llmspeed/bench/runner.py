@@ -75,7 +75,8 @@ def plan(cfg: BenchConfig) -> list[dict[str, Any]]:
               "prompt_len": cfg.prompt_len, "new_tokens": cfg.new_tokens, "threads": cfg.threads,
               "quality": cfg.quality, "quality_max_tokens": cfg.quality_max_tokens}
     jobs: list[dict[str, Any]] = [
-        {"label": _label("llmspeed", m), "kind": "model", "spec": {**common, "engine": "llmspeed", "model": m}}
+        {"label": _label("llmspeed", m) + (f" --tp {cfg.tp}" if cfg.tp > 1 else ""), "kind": "model",
+         "spec": {**common, "engine": "llmspeed", "model": m, "tp": cfg.tp, "device": cfg.device}}
         for m in cfg.models]
     for base in cfg.baselines:
         if base == "none":

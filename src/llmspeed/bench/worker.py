@@ -22,7 +22,7 @@ def make_backend(spec: dict[str, Any]) -> Any:
     if engine == "llmspeed":
         from llmspeed.bench.engine_backend import EngineBackend
 
-        return EngineBackend(spec["model"], spec.get("recipe"))
+        return EngineBackend(spec["model"], spec.get("recipe"), int(spec.get("tp", 1)), spec.get("device", "cpu"))
     if engine == "hf":
         from llmspeed.bench.baselines.hf import HFBackend
 
@@ -74,6 +74,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("quality") and hasattr(backend, "quality"):
         out["quality"] = backend.quality(spec.get("quality_max_tokens", 4096))
     out["peak_rss_mb"] = peak_rss_mb()
+    if hasattr(backend, "close"):
+        backend.close()
     return out
 
 

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from llmspeed.cli.common import ThreadsOpt
+from llmspeed.cli.common import DeviceOpt, ThreadsOpt, TpOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -23,6 +23,8 @@ def bench(
     new_tokens: int = typer.Option(128, "--new-tokens", help="tokens generated per decode request (EOS ignored)"),
     prompt_len: int = typer.Option(128, "--prompt-len", help="prompt tokens of the decode scenarios"),
     threads: int = ThreadsOpt,
+    tp: int = TpOpt,
+    device: str = DeviceOpt,
     out: str = typer.Option("report", "--out", help="report directory (replaced atomically at the end)"),
     quality: bool = typer.Option(False, "--quality", help="add perplexity columns from llmspeed.evaluate"),
     timeout: float = typer.Option(3600.0, "--timeout", help="seconds allowed per model subprocess"),
@@ -33,8 +35,8 @@ def bench(
 
     cfg = BenchConfig(models=tuple(model), baselines=tuple(baseline),
                       scenarios=tuple(s.strip() for s in scenarios.split(",") if s.strip()), repeats=repeats,
-                      prompt_len=prompt_len, new_tokens=new_tokens, threads=threads, out=out, quality=quality,
-                      timeout_s=timeout)
+                      prompt_len=prompt_len, new_tokens=new_tokens, threads=threads, tp=tp, device=device, out=out,
+                      quality=quality, timeout_s=timeout)
     # SIGTERM -> SystemExit: the runner's cleanup removes its temp dir and subprocess.run kills the worker
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if sys.stderr.isatty():

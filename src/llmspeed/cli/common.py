@@ -9,7 +9,10 @@ import typer
 MODEL_HELP = ("default (embedded SmolLM2-135M-Instruct as shipped: int4 GGUF blocks; default:fp32 = float32), "
               "a HF model dir, a .gguf file[:native|:fp32], or an llmspeed-saved dir")
 ModelOpt = typer.Option("default", "--model", "-m", help=MODEL_HELP)
-ThreadsOpt = typer.Option(None, "--threads", help="torch threads (default: physical cores)")
+ThreadsOpt = typer.Option(None, "--threads", help="torch threads (default: physical cores; per rank under --tp)")
+DeviceOpt = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N | auto (CUDA when a GPU is present)")
+DtypeOpt = typer.Option("auto", "--dtype", help="auto (float32 on cpu, bfloat16 on cuda) | float32 | bfloat16 | float16")
+TpOpt = typer.Option(1, "--tp", help="tensor-parallel ranks (processes on 127.0.0.1, torch.distributed; float weights)")
 
 
 def read_text_file(path: Path) -> str:
@@ -24,7 +27,10 @@ def read_text_file(path: Path) -> str:
         raise ValueError(f"{path} is not valid UTF-8 (byte {e.start}): pass a UTF-8 text file") from None
 
 
-def load_llm(model: str, dtype: str = "float32", threads: int | None = None, recipe: str | None = None):
+def load_llm(model: str, dtype: str = "float32", threads: int | None = None, recipe: str | None = None,
+             tp: int = 1, device: str = "cpu"):
     import llmspeed
 
-    return llmspeed.load(model, dtype=dtype, threads=threads, recipe=recipe)
+    if tp < 1:
+        raise ValueError(f"--tp must be >= 1, got {tp}")
+    return llmspeed.load(model, dtype=dtype, threads=threads, recipe=recipe, tp=tp, device=device)

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from llmspeed.cli.common import ModelOpt, ThreadsOpt, load_llm
+from llmspeed.cli.common import DeviceOpt, DtypeOpt, ModelOpt, ThreadsOpt, load_llm
 
 
 def register(app: typer.Typer) -> None:
@@ -23,9 +23,11 @@ def eval_cmd(
     max_tokens: int = typer.Option(16384, "--max-tokens", help="perplexity over N tokens (equal shares per play)"),
     ood_max_tokens: int = typer.Option(8192, "--ood-max-tokens", help="pydoc tokens (0 = skip)"),
     lastword_n: int = typer.Option(300, "--lastword-n", help="last-word passages (0 = skip)"),
-    dtype: str = typer.Option("float32", "--dtype"),
+    dtype: str = DtypeOpt,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     threads: int = ThreadsOpt,
+    device: str = DeviceOpt,
+    workers: int = typer.Option(1, "--workers", help="split the windows over N CPU processes (same results)"),
 ) -> None:
     """Measure what a model (or a recipe) costs in quality, against the original."""
     from llmspeed.data.texts import resolve_text
@@ -33,12 +35,16 @@ def eval_cmd(
 
     EvalConfig(max_tokens=max_tokens, ood_max_tokens=ood_max_tokens, lastword_n=lastword_n)  # validate first
     src = resolve_text(text)  # bad file / non-UTF-8 -> ValueError before any model loads
-    llm = load_llm(model, dtype, threads, recipe)
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    if workers > 1 and device != "cpu":
+        raise ValueError("--workers splits the evaluation over CPU processes: use it with --device cpu")
+    llm = load_llm(model, dtype, threads, recipe, device=device)
     from llmspeed.util.progress import heartbeat
 
     with heartbeat("eval"):
         res = evaluate(llm, baseline=baseline, text=src, max_tokens=max_tokens, ood_max_tokens=ood_max_tokens,
-                       lastword_n=lastword_n)
+                       lastword_n=lastword_n, workers=workers)
     res["model"] = model
     if as_json:
         sys.stdout.write(json.dumps(res, indent=2, default=str) + "\n")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from llmspeed.cli.common import ModelOpt, ThreadsOpt, load_llm, read_text_file
+from llmspeed.cli.common import DeviceOpt, DtypeOpt, ModelOpt, ThreadsOpt, TpOpt, load_llm, read_text_file
 
 
 def register(app: typer.Typer) -> None:
@@ -20,7 +21,7 @@ def generate(
     prompt_file: Path = typer.Option(None, "--prompt-file", help="read the prompt from a UTF-8 file"),
     model: str = ModelOpt,
     recipe: str = typer.Option(None, "--recipe", help="compress in memory first, e.g. int8"),
-    dtype: str = typer.Option("float32", "--dtype"),
+    dtype: str = DtypeOpt,
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="cap on generated tokens (stops at EOS)"),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy"),
     top_k: int = typer.Option(0, "--top-k"),
@@ -31,6 +32,8 @@ def generate(
     chat: bool = typer.Option(False, "--chat", help="wrap the prompt in the model's chat template"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object with text and timings"),
     threads: int = ThreadsOpt,
+    tp: int = TpOpt,
+    device: str = DeviceOpt,
 ) -> None:
     """Generate text with llmspeed's engine (greedy unless --temperature)."""
     if prompt_file is not None:
@@ -39,9 +42,16 @@ def generate(
         raise ValueError("prompt is empty: pass a prompt or --prompt-file")
     if max_new_tokens <= 0:
         raise ValueError(f"--max-new-tokens must be > 0, got {max_new_tokens}")
-    llm = load_llm(model, dtype, threads, recipe)
-    kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-              stop=stop or None, ignore_eos=ignore_eos, chat=chat)
+    llm = load_llm(model, dtype, threads, recipe, tp, device)
+    try:
+        _run(llm, prompt, model, as_json, dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                                              top_p=top_p, seed=seed, stop=stop or None, ignore_eos=ignore_eos,
+                                              chat=chat))
+    finally:
+        llm.close()  # a tensor-parallel group's followers stop with it
+
+
+def _run(llm: Any, prompt: str, model: str, as_json: bool, kw: dict[str, Any]) -> None:
     if as_json:
         out = llm.generate(prompt, **kw)[0]
         sys.stdout.write(json.dumps({"prompt": prompt, "model": model, **out.to_dict()}, indent=2) + "\n")

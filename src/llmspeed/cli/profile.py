@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from llmspeed.cli.common import ModelOpt, ThreadsOpt
+from llmspeed.cli.common import DeviceOpt, DtypeOpt, ModelOpt, ThreadsOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -20,12 +20,13 @@ def register(app: typer.Typer) -> None:
 def profile(
     model: str = ModelOpt,
     recipe: str = typer.Option(None, "--recipe", help="compress in memory first, e.g. int8"),
-    dtype: str = typer.Option("float32", "--dtype"),
+    dtype: str = DtypeOpt,
     prompt_len: int = typer.Option(128, "--prompt-len", help="prompt tokens"),
     new_tokens: int = typer.Option(128, "--new-tokens", help="generated tokens (EOS ignored)"),
     batch: int = typer.Option(1, "--batch", help="concurrent identical requests"),
     repeats: int = typer.Option(3, "--repeats", help="timed runs after one warm-up (median reported)"),
     threads: int = ThreadsOpt,
+    device: str = DeviceOpt,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     trace: Path = typer.Option(None, "--trace", help="write a Chrome trace of the profiled decode steps"),
     recalibrate: bool = typer.Option(False, "--recalibrate", help="measure bandwidth and FLOP/s again, and the "
@@ -33,6 +34,11 @@ def profile(
 ) -> None:
     """Profile one request: T = t_pre + t_prefill + t_decode + t_post, hot ops, roofline verdict."""
     from llmspeed.profiling.runner import ProfileConfig, run_profile
+    from llmspeed.runtime.device import resolve_device
+
+    if resolve_device(device).type != "cpu":
+        raise ValueError(f"profile's roofline and op profile are calibrated for the CPU; --device {device} is not "
+                         "supported by profile yet (generate, serve, eval and bench run on it)")
 
     cfg = ProfileConfig(prompt_len=prompt_len, new_tokens=new_tokens, batch=batch, repeats=repeats,
                         trace_path=str(trace) if trace else None, recalibrate=recalibrate)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from llmspeed.cli.common import ModelOpt, ThreadsOpt, load_llm
+from llmspeed.cli.common import DeviceOpt, DtypeOpt, ModelOpt, ThreadsOpt, TpOpt, load_llm
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def default_sqlite() -> str:
 def serve(
     model: str = ModelOpt,
     recipe: str = typer.Option(None, "--recipe", help="compress in memory first, e.g. int8"),
-    dtype: str = typer.Option("float32", "--dtype"),
+    dtype: str = DtypeOpt,
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port"),
     api_key: str = typer.Option(None, "--api-key", help="require 'Authorization: Bearer KEY' (or LLMSPEED_API_KEY)"),
@@ -51,6 +51,8 @@ def serve(
     ray_cpus: int = typer.Option(2, "--ray-cpus", help="ray: CPUs Ray may use"),
     reports: str = typer.Option(None, "--reports", help="directory of `llmspeed bench` reports shown on /dashboard"),
     threads: int = ThreadsOpt,
+    tp: int = TpOpt,
+    device: str = DeviceOpt,
     log_level: str = typer.Option("warning", "--log-level"),
 ) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (continuous batching, caches, metrics)."""
@@ -62,6 +64,10 @@ def serve(
         raise ValueError(f"--backend must be local or ray, got {backend!r}")
     if replicas < 1:
         raise ValueError(f"--replicas must be >= 1, got {replicas}")
+    if tp < 1:
+        raise ValueError(f"--tp must be >= 1, got {tp}")
+    if tp > 1 and (replicas > 1 or backend != "local"):
+        raise ValueError("--tp runs one engine over tensor-parallel ranks: use it without --replicas / --backend ray")
     if lb not in LB_POLICIES:
         raise ValueError(f"--lb must be one of {', '.join(LB_POLICIES)}, got {lb!r}")
     if not 0 < port < 65536:
@@ -96,6 +102,7 @@ def serve(
             worker_args += ["--recipe", recipe]
         if threads:
             worker_args += ["--threads", str(threads)]
+        worker_args += ["--device", device]
         env = {"LLMSPEED_API_KEY": key} if key else {}
         rcfg = RouterConfig(replicas=replicas, lb=lb, worker_args=tuple(worker_args), api_key=key, worker_env=env,
                             model=model, drain_timeout=drain_timeout)
@@ -106,11 +113,14 @@ def serve(
     from llmspeed.runtime.engine import EngineConfig
     from llmspeed.serving.app import create_app
 
-    llm = load_llm(model, dtype, threads, recipe)
+    llm = load_llm(model, dtype, threads, recipe, tp, device)
     llm.reset_engine(**EngineConfig(**engine).__dict__)
     sys.stderr.write(f"llmspeed serving {name} on http://{host}:{port} (max batch {max_batch}, "
                      f"KV {kv_cache_tokens} tokens, L2 {l2.split('@')[-1]})\n")
-    serve_forever(create_app(llm, cfg), host, port, log_level)
+    try:
+        serve_forever(create_app(llm, cfg), host, port, log_level)
+    finally:
+        llm.close()
 
 
 def _serve_ray(model: str, dtype: str, threads: int | None, recipe: str | None, cfg: object, replicas: int,

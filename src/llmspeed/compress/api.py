@@ -67,6 +67,7 @@ class StepSpec:
     structural: bool = False
     restore: Callable[..., None] | None = None
     help: str = ""
+    devices: tuple[str, ...] = ("cpu",)  # device types the step's modules run on (C++ kernels: CPU only)
 
     def make_config(self, token: str) -> Any:
         m = re.fullmatch(self.pattern, token)
@@ -124,14 +125,17 @@ STEPS = StepRegistry()
 
 def register_step(name_pattern: str, *, form: str | None = None, config: Callable[..., Any] | None = None,
                   needs_calibration: bool = False, structural: bool = False,
-                  restore: Callable[..., None] | None = None, help: str = "") -> Callable[[StepFn], StepFn]:
-    """Decorator registering `fn(model, cfg, calib) -> StepReport` for tokens matching `name_pattern`."""
+                  restore: Callable[..., None] | None = None, help: str = "",
+                  devices: tuple[str, ...] = ("cpu",)) -> Callable[[StepFn], StepFn]:
+    """Decorator registering `fn(model, cfg, calib) -> StepReport` for tokens matching `name_pattern`.
+    `devices`: the device types (`cpu`, `cuda`) the modules the step produces can run on."""
     re.compile(name_pattern)  # fail at registration, not at first use
 
     def deco(fn: StepFn) -> StepFn:
         STEPS.add(StepSpec(pattern=name_pattern, fn=fn, form=form or name_pattern,
                            config=config or (lambda **_: NoConfig()), needs_calibration=needs_calibration,
-                           structural=structural, restore=restore, help=help or (fn.__doc__ or "").strip()))
+                           structural=structural, restore=restore, help=help or (fn.__doc__ or "").strip(),
+                           devices=devices))
         return fn
 
     return deco
@@ -202,6 +206,18 @@ def compress_(model: nn.Module, recipe: str | Recipe, calib: Any = None, progres
         reports.append(rep)
     model.eval()
     return reports
+
+
+def check_devices(recipe: str | Recipe | list[str], device: str) -> None:
+    """An unsupported recipe/device pair is a clear error (never a silent fallback): names the steps and what runs."""
+    rec = Recipe.parse(recipe) if recipe else None
+    if rec is None:
+        return
+    bad = [(tok, spec) for tok, spec, _ in rec.specs() if device not in spec.devices]
+    if bad:
+        ok = sorted({s.form for s in STEPS.specs() if device in s.devices})
+        steps = ", ".join(f"{tok} ({'/'.join(spec.devices)} only)" for tok, spec in bad)
+        raise ValueError(f"recipe step {steps} cannot run on {device}; steps for {device}: {', '.join(ok) or 'none'}")
 
 
 def restore_structure(model: nn.Module, recipe_steps: list[str]) -> None:

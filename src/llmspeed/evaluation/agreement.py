@@ -41,6 +41,12 @@ class AgreementAccumulator:
         self.agree += int(top1_agree(ref_lp, opt_lp).sum())
         self.count += int(ref_lp.shape[0])
 
+    def add_stats(self, kl: torch.Tensor, agree: int) -> None:
+        """The same from precomputed per-token KL [T-1] and top-1 matches (data-parallel workers)."""
+        self.kls.append(kl)
+        self.agree += agree
+        self.count += int(kl.numel())
+
     def report(self) -> dict[str, Any]:
         kl = torch.cat(self.kls) if self.kls else torch.zeros(0, dtype=torch.float64)  # [N]
         if kl.numel() == 0:

@@ -13,21 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch.nn.functional as F
-
 from llmspeed.data.texts import TextSource, pydoc_topics, resolve_text
 from llmspeed.evaluation.agreement import AgreementAccumulator
+from llmspeed.evaluation.parallel import Pool, model_ref, window_stats
 from llmspeed.evaluation.perplexity import (
     DEFAULT_WINDOW,
     NLLAccumulator,
-    nll_from_logprobs,
+    TokenWindows,
     perplexity,
     ppl_report,
     token_windows,
 )
-from llmspeed.evaluation.tasks import lastword_accuracy, lastword_passages
+from llmspeed.evaluation.tasks import lastword_accuracy, lastword_passages, lastword_report
 
 log = logging.getLogger(__name__)
+LASTWORD_BATCH = 16  # passages per forward (a data-parallel worker gets whole batches)
 
 
 @dataclass(frozen=True)
@@ -61,18 +61,18 @@ def resolve_baseline(baseline: Any) -> Any:
     return baseline
 
 
-def _primary(llm: Any, base: Any, src: TextSource, cfg: EvalConfig, window: int) -> dict[str, Any]:
-    """PPL of llm (and baseline) and their agreement on the same windows, one forward per model per window."""
+def _primary(llm: Any, base: Any, src: TextSource, cfg: EvalConfig, window: int, pool: Pool | None) -> dict[str, Any]:
+    """PPL of llm (and baseline) and their agreement on the same windows, one forward per model per window;
+    with a pool the windows are split over its workers and reduced here in window order (identical results)."""
     wins = token_windows(llm.tokenizer, src, cfg.max_tokens, window)
     acc, base_acc, agree = NLLAccumulator(), NLLAccumulator(), AgreementAccumulator()
-    for w in wins.windows:
-        ids = w.unsqueeze(0)  # [1, W]
-        lp = F.log_softmax(llm.logits(ids)[0, :-1], dim=-1)  # [W-1, V] predicting positions
-        acc.add(nll_from_logprobs(lp, w))
+    stats = pool.map_windows(wins.windows, base is not None) if pool is not None else \
+        (window_stats(llm, base, w) for w in wins.windows)
+    for s in stats:
+        acc.add(s["nll"])
         if base is not None:
-            ref = F.log_softmax(base.logits(ids)[0, :-1], dim=-1)  # [W-1, V]
-            base_acc.add(nll_from_logprobs(ref, w))
-            agree.add(ref, lp)
+            base_acc.add(s["base_nll"])
+            agree.add_stats(s["kl"], s["agree"])
     out = ppl_report(acc, wins)
     if base is not None:
         out |= {"baseline_ppl": base_acc.ppl, "delta_ppl_pct": 100.0 * (acc.ppl / base_acc.ppl - 1.0)}
@@ -82,7 +82,7 @@ def _primary(llm: Any, base: Any, src: TextSource, cfg: EvalConfig, window: int)
 
 def evaluate(llm: Any, baseline: Any = None, text: str | Path | TextSource = "shakespeare",
              max_tokens: int = 16384, *, ood_max_tokens: int = 8192, window: int = DEFAULT_WINDOW,
-             lastword_n: int = 300, lastword_context: int = 64) -> dict[str, Any]:
+             lastword_n: int = 300, lastword_context: int = 64, workers: int = 1) -> dict[str, Any]:
     """Quality of `llm`, optionally against `baseline` (None, "none", "default", a path or an LLM).
 
     Returns a flat dict: `ppl` (primary text: held-out plays unless `text` is "pydoc" or a file), `n_tokens`,
@@ -90,6 +90,8 @@ def evaluate(llm: Any, baseline: Any = None, text: str | Path | TextSource = "sh
     primary text is Shakespeare); with a baseline: `baseline_ppl`, `delta_ppl_pct`, `kl_mean` (= `kl`),
     `kl_p99`, `top1_agreement`, `kl_tokens`; `lastword_accuracy` (+ `baseline_lastword_accuracy`) and
     `lastword` details (Shakespeare only); `seconds`.
+    `workers` > 1: the windows and passages are split over that many processes (evaluation/parallel.py), with
+    results identical to one process.
     """
     cfg = EvalConfig(max_tokens=max_tokens, ood_max_tokens=ood_max_tokens, window=window, lastword_n=lastword_n,
                      lastword_context=lastword_context)
@@ -102,25 +104,66 @@ def evaluate(llm: Any, baseline: Any = None, text: str | Path | TextSource = "sh
     win = min(cfg.window, max_pos)
     out: dict[str, Any] = {"model": getattr(llm, "source", ""), "recipe": ",".join(getattr(llm, "recipe", []))}
     log.info("evaluate: perplexity on %s (%d tokens, equal shares per part)", src.name, cfg.max_tokens)
-    out |= _primary(llm, base, src, cfg, win)
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    pool, tmp = None, None
+    if workers > 1:
+        ref, tmp = model_ref(llm, None)
+        base_ref = None
+        if base is not None:
+            base_ref, tmp = model_ref(base, tmp)
+        pool = Pool(ref, base_ref, workers)
+    try:
+        out |= _evaluate(llm, base, src, cfg, win, max_pos, pool)
+    finally:
+        if pool is not None:
+            pool.close()
+        if tmp is not None:
+            tmp.cleanup()
+    out["seconds"] = time.perf_counter() - t0
+    out["workers"] = workers
+    return out
+
+
+def _evaluate(llm: Any, base: Any, src: TextSource, cfg: EvalConfig, win: int, max_pos: int,
+              pool: Pool | None) -> dict[str, Any]:
+    out = _primary(llm, base, src, cfg, win, pool)
     if base is not None:
         out["kl"] = out["kl_mean"]
     is_shakespeare = src.name == "shakespeare"
     if is_shakespeare and cfg.ood_max_tokens >= 2:
         log.info("evaluate: out-of-domain perplexity (pydoc topics, %d tokens)", cfg.ood_max_tokens)
         ood_wins = token_windows(llm.tokenizer, pydoc_topics(), cfg.ood_max_tokens, win)
-        ood = perplexity(llm, ood_wins)
+        if pool is not None:
+            ood, base_ood = _pool_ppl(pool, ood_wins, base is not None)
+        else:
+            ood, base_ood = perplexity(llm, ood_wins), perplexity(base, ood_wins) if base is not None else None
         out["ppl_ood"] = ood["ppl"]
         out["ood"] = {k: v for k, v in ood.items() if k != "parts"} | {"n_topics": len(ood["parts"])}
-        if base is not None:
-            out["baseline_ppl_ood"] = perplexity(base, ood_wins)["ppl"]
+        if base_ood is not None:
+            out["baseline_ppl_ood"] = base_ood["ppl"]
     if is_shakespeare and cfg.lastword_n > 0:
         log.info("evaluate: last-word accuracy on %d held-out passages", cfg.lastword_n)
         passages = lastword_passages(llm.tokenizer, cfg.lastword_n, min(cfg.lastword_context, max_pos - 8))
-        lw = lastword_accuracy(llm, passages)
+        if pool is not None:
+            mine, theirs = pool.map_lastword(passages, LASTWORD_BATCH, base is not None)
+            lw = lastword_report(passages, mine)
+            base_lw = lastword_report(passages, theirs) if theirs is not None else None
+        else:
+            lw = lastword_accuracy(llm, passages, LASTWORD_BATCH)
+            base_lw = lastword_accuracy(base, passages, LASTWORD_BATCH) if base is not None else None
         out["lastword_accuracy"] = lw["lastword_accuracy"]
         out["lastword"] = {k: v for k, v in lw.items() if k != "correct"}
-        if base is not None:
-            out["baseline_lastword_accuracy"] = lastword_accuracy(base, passages)["lastword_accuracy"]
-    out["seconds"] = time.perf_counter() - t0
+        if base_lw is not None:
+            out["baseline_lastword_accuracy"] = base_lw["lastword_accuracy"]
     return out
+
+
+def _pool_ppl(pool: Pool, wins: TokenWindows, with_base: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Perplexity of the model (and the baseline) on `wins` from the workers' per-window NLLs, in window order."""
+    acc, base_acc = NLLAccumulator(), NLLAccumulator()
+    for s in pool.map_windows(wins.windows, with_base):
+        acc.add(s["nll"])
+        if with_base:
+            base_acc.add(s["base_nll"])
+    return ppl_report(acc, wins), (ppl_report(base_acc, wins) if with_base else None)

@@ -90,7 +90,7 @@ def nll_from_logprobs(lp: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 def window_logits(llm: Any, wins: TokenWindows) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(ids [W], logits [W, V] float32) per window, one full causal forward each."""
     for w in wins.windows:
-        yield w, llm.logits(w.unsqueeze(0))[0]
+        yield w, llm.logits(w.unsqueeze(0))[0].cpu()
 
 
 @dataclass

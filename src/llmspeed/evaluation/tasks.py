@@ -77,7 +77,7 @@ def lastword_correct(llm: Any, passages: list[Passage], batch_size: int = 16) ->
         ids = torch.zeros(len(rows), T, dtype=torch.long)  # [b, T] right-padded with token 0
         for i, r in enumerate(rows):
             ids[i, : len(r)] = torch.tensor(r)
-        pred = llm.logits(ids).argmax(-1)  # [b, T]: greedy next token after each position
+        pred = llm.logits(ids).argmax(-1).cpu()  # [b, T]: greedy next token after each position
         for i, p in enumerate(chunk):
             c, k = len(p.context), len(p.target)
             out.append(bool((pred[i, c - 1: c - 1 + k] == ids[i, c: c + k]).all()))
@@ -85,7 +85,11 @@ def lastword_correct(llm: Any, passages: list[Passage], batch_size: int = 16) ->
 
 
 def lastword_accuracy(llm: Any, passages: list[Passage], batch_size: int = 16) -> dict[str, Any]:
-    correct = lastword_correct(llm, passages, batch_size)
+    return lastword_report(passages, lastword_correct(llm, passages, batch_size))
+
+
+def lastword_report(passages: list[Passage], correct: torch.Tensor) -> dict[str, Any]:
+    """The last-word metrics from the per-passage flags (computed here or by data-parallel workers)."""
     plays = sorted({p.play for p in passages})
     return {"lastword_accuracy": float(correct.float().mean()), "n_passages": len(passages),
             "context_tokens": max(len(p.context) for p in passages),

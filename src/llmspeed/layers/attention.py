@@ -23,10 +23,23 @@ class AttnBatch:
     kv_range: tuple[int, int] | None = None  # B == 1 with contiguous blocks: (first slot, S) -> a view, no gather
     causal: bool = False  # keys are exactly this call's tokens, query t sees keys 0..t: SDPA is_causal, no gather
 
+    def to(self, device: torch.device) -> AttnBatch:
+        """The same metadata with its tensors on `device` (one host-to-device copy per tensor; none on the CPU)."""
+        if device.type == "cpu" and self.positions.device.type == "cpu":
+            return self
+
+        def mv(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return AttnBatch(positions=self.positions.to(device, non_blocking=True), mask=mv(self.mask),
+                         slot_mapping=mv(self.slot_mapping), gather_idx=mv(self.gather_idx), kv_range=self.kv_range,
+                         causal=self.causal)
+
     @staticmethod
-    def no_cache(batch: int, seq_len: int, lengths: torch.Tensor | None = None) -> AttnBatch:
+    def no_cache(batch: int, seq_len: int, lengths: torch.Tensor | None = None,
+                 device: torch.device | None = None) -> AttnBatch:
         """Causal self-attention over the given tokens only (right-padded rows when `lengths` is given)."""
-        pos = torch.arange(seq_len).unsqueeze(0).expand(batch, seq_len)  # [B, T]
+        pos = torch.arange(seq_len, device=device).unsqueeze(0).expand(batch, seq_len)  # [B, T]
         if lengths is None:  # full rows: plain causal attention (SDPA skips the masked half)
             return AttnBatch(positions=pos, mask=None, causal=True)
         pos = torch.where(pos < lengths.unsqueeze(1), pos, torch.zeros_like(pos))
@@ -35,12 +48,13 @@ class AttnBatch:
 
 def causal_mask(positions: torch.Tensor, num_keys: int) -> torch.Tensor:
     """Key s (position s in the row) is visible to a query at position p iff s <= p. [B, T] -> [B, 1, T, S]."""
-    keys = torch.arange(num_keys).view(1, 1, num_keys)  # [1, 1, S]
+    keys = torch.arange(num_keys, device=positions.device).view(1, 1, num_keys)  # [1, 1, S]
     return (keys <= positions.unsqueeze(-1)).unsqueeze(1)
 
 
 def _paged_kernel_ok(q: torch.Tensor, ck: torch.Tensor) -> bool:
-    return q.dtype == torch.float32 and ck.dtype == torch.float32 and kernels.available()
+    # llmspeed's C++ kernels are CPU-only: other devices take the torch path below
+    return q.device.type == "cpu" and q.dtype == torch.float32 and ck.dtype == torch.float32 and kernels.available()
 
 
 def attend(

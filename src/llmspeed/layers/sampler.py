@@ -51,6 +51,8 @@ def sample_one(
     total = float(probs.sum())
     if not 0.0 < total < float("inf"):  # NaN (nan/inf scores, or nothing left) -> degenerate: greedy
         return greedy_finite(logits)
+    if generator is not None and generator.device != probs.device:
+        probs = probs.to(generator.device)  # a seeded request draws where its generator lives: same tokens anywhere
     return int(torch.multinomial(probs, 1, generator=generator))
 
 

@@ -15,12 +15,13 @@ class GPT2Attention(nn.Module):
         super().__init__()
         self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
         self.scale = self.head_dim**-0.5
-        self.c_attn = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
-        self.c_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        inner = cfg.n_heads * cfg.head_dim  # hidden_size, or this rank's heads under tensor parallelism
+        self.c_attn = nn.Linear(cfg.hidden_size, 3 * inner)
+        self.c_proj = nn.Linear(inner, cfg.hidden_size)
 
     def forward(self, x: torch.Tensor, meta: AttnBatch, cache: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=-1)  # 3 x [B, T, C]
+        B, T, _ = x.shape
+        q, k, v = self.c_attn(x).split(self.n_heads * self.head_dim, dim=-1)  # 3 x [B, T, H*D]
         shape = (B, T, self.n_heads, self.head_dim)
         return self.c_proj(attend(q.view(shape), k.view(shape), v.view(shape), meta, cache, self.scale))
 
@@ -77,6 +78,6 @@ class GPT2LMHeadModel(nn.Module):
         for i, block in enumerate(t.h):
             x = block(x, meta, kv[i] if kv is not None else None)
         if logits_index is not None:
-            x = x[torch.arange(x.shape[0]), logits_index].unsqueeze(1)
+            x = x[torch.arange(x.shape[0], device=x.device), logits_index].unsqueeze(1)
         logits = self.lm_head(t.ln_f(x)).float()
         return logits[:, 0] if logits_index is not None else logits

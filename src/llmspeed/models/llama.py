@@ -118,6 +118,6 @@ class LlamaForCausalLM(nn.Module):
         for i, layer in enumerate(self.model.layers):
             x = layer(x, rope, meta, kv[i] if kv is not None else None)
         if logits_index is not None:
-            x = x[torch.arange(x.shape[0]), logits_index].unsqueeze(1)  # [B, 1, C]
+            x = x[torch.arange(x.shape[0], device=x.device), logits_index].unsqueeze(1)  # [B, 1, C]
         logits = self.lm_head(self.model.norm(x)).float()
         return logits[:, 0] if logits_index is not None else logits

@@ -61,15 +61,29 @@ def instantiate(cfg: ModelConfig, state: dict[str, torch.Tensor], recipe: list[s
     return model.eval()
 
 
-def _read_hf_dir(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], Tokenizer]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+def hf_config_and_tokenizer(path: Path) -> tuple[ModelConfig, Tokenizer]:
+    """A Hugging Face directory's config (eos from generation_config.json) and tokenizer, without its weights."""
     try:
         hf = json.loads((path / "config.json").read_text())
     except ValueError as e:
         raise ValueError(f"unreadable {path / 'config.json'}: {e}") from None
     cfg = ModelConfig.from_hf(hf)
+    gen = path / "generation_config.json"
+    if gen.is_file():
+        eos = json.loads(gen.read_text()).get("eos_token_id")
+        if eos is not None:
+            cfg = cfg.replace(eos_token_ids=tuple(eos) if isinstance(eos, list) else (eos,))
+    tok = Tokenizer.from_dir(path, eos_token_ids=cfg.eos_token_ids, bos_token_id=cfg.bos_token_id)
+    if not tok.eos_token_ids and cfg.eos_token_ids:
+        tok.eos_token_ids = cfg.eos_token_ids
+    return cfg, tok
+
+
+def _read_hf_dir(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], Tokenizer]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    cfg, tok = hf_config_and_tokenizer(path)
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no *.safetensors weights in {path} (pickled .bin checkpoints are not loaded)")
@@ -79,16 +93,7 @@ def _read_hf_dir(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], Toke
             state.update(load_file(str(f)))
         except (SafetensorError, OSError) as e:
             raise ValueError(f"unreadable weights {f}: {e}") from None
-    state = FROM_HF[cfg.arch](state)
-    gen = path / "generation_config.json"
-    if gen.is_file():
-        eos = json.loads(gen.read_text()).get("eos_token_id")
-        if eos is not None:
-            cfg = cfg.replace(eos_token_ids=tuple(eos) if isinstance(eos, list) else (eos,))
-    tok = Tokenizer.from_dir(path, eos_token_ids=cfg.eos_token_ids, bos_token_id=cfg.bos_token_id)
-    if not tok.eos_token_ids and cfg.eos_token_ids:
-        tok.eos_token_ids = cfg.eos_token_ids
-    return cfg, state, tok
+    return cfg, FROM_HF[cfg.arch](state), tok
 
 
 def load_model(spec: str | Path = "default", dtype: str | torch.dtype = "float32",

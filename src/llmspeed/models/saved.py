@@ -47,6 +47,12 @@ def write_saved_dir(out: Path, cfg: ModelConfig, state: dict[str, torch.Tensor],
     tok.save(out)
 
 
+def read_saved_meta(path: Path) -> tuple[ModelConfig, list[str]]:
+    """The config and recipe of a saved directory, without its weights."""
+    meta = json.loads((path / "config.json").read_text())["llmspeed"]
+    return ModelConfig.from_dict(meta["config"]), json.loads((path / "recipe.json").read_text()).get("steps", [])
+
+
 def read_saved_dir(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], Tokenizer, list[str]]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file

@@ -81,9 +81,11 @@ class Engine:
         mcfg: ModelConfig = model.config  # type: ignore[assignment]
         self.max_model_len = min(self.config.max_model_len or mcfg.max_position, mcfg.max_position)
         self.eos_ids = frozenset(tokenizer.eos_token_ids or mcfg.eos_token_ids)
-        dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+        p0 = next(p for p in model.parameters() if p.is_floating_point())
+        dtype = p0.dtype
         self.kv = KVCache(mcfg.n_layers, mcfg.n_kv_heads, mcfg.head_dim, self.config.num_blocks, self.config.block_size,
-                          dtype=dtype if dtype in (torch.float32, torch.bfloat16, torch.float16) else torch.float32)
+                          dtype=dtype if dtype in (torch.float32, torch.bfloat16, torch.float16) else torch.float32,
+                          device=p0.device)  # on the model's device (runtime/device.py)
         self.limits = EngineLimits(self.max_model_len, self.kv.capacity_tokens, self.config.block_size,
                                    self.config.max_batch)
         self.scheduler = Scheduler(self.config)

@@ -77,7 +77,10 @@ class ModelRunner:
     def forward(self, batch: Batch) -> torch.Tensor:
         """[B, V] logits of each row's last new token; writes the new tokens' K/V into the cache. A prefill
         row that asked for prompt logprobs gets them from this same forward (`Sequence.prompt_logprobs`)."""
-        ids, meta, last = self.build_inputs(batch.seqs)
+        ids, meta, last = self.build_inputs(batch.seqs)  # packed on the host
+        dev = self.kv.k.device
+        if dev.type != "cpu":  # one copy per tensor to the model's device (runtime/device.py)
+            ids, meta, last = ids.to(dev, non_blocking=True), meta.to(dev), last.to(dev, non_blocking=True)
         if self.decode_fn is not None and not batch.is_prefill and self.decode_fn.supports(len(batch.seqs)):
             return self.decode_fn(ids, meta, self.kv.layers, self.kv.scratch_slot)  # [B, V]
         if not (batch.is_prefill and any(s.needs_prompt_logprobs for s in batch.seqs)):
@@ -87,7 +90,7 @@ class ModelRunner:
             if s.needs_prompt_logprobs:  # its prefill started at token 0 (no cached prefix): row b is the prompt
                 n = int(last[b]) + 1
                 s.prompt_logprobs = prompt_logprobs(full[b, :n], ids[b, :n], s.params.prompt_logprobs or 0)
-        return full[torch.arange(len(batch.seqs)), last]  # [B, V]: what the sampler sees
+        return full[torch.arange(len(batch.seqs), device=full.device), last]  # [B, V]: what the sampler sees
 
     @staticmethod
     def sample(seqs: list[Sequence], logits: torch.Tensor) -> list[RowResult]:

@@ -56,6 +56,21 @@ def prepare_model(model: nn.Module, options: RuntimeOptions) -> None:
     plan_layers(model, options)
 
 
+def current_plans(model: nn.Module) -> list[dict]:
+    """Every phase-aware layer's plan, in module order, as plain dicts (to give another process the same plans)."""
+    return [dataclasses.asdict(m.plan) for m in phase_modules(model)]
+
+
+def apply_plans(model: nn.Module, plans: list[dict]) -> None:
+    """Set the plans `current_plans` read from a model of the same structure (a data-parallel worker's copy), so
+    both run the same paths — a per-process `auto` measurement could otherwise choose differently."""
+    mods = phase_modules(model)
+    if len(mods) != len(plans):
+        raise ValueError(f"{len(plans)} plans for {len(mods)} phase-aware layers: not the same model structure")
+    for m, p in zip(mods, plans, strict=True):
+        m.plan = ExecPlan(**p)
+
+
 @contextlib.contextmanager
 def reference_paths(model: nn.Module) -> Iterator[None]:
     """Within this block: separate projections, and every quantized linear computes its recipe's math in plain torch

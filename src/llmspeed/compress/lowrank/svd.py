@@ -116,14 +116,14 @@ def _energy_cfg(energy: str) -> LowRankConfig:
 
 
 @register_step(r"svd-r(?P<rank>\d+)", form="svd-r{rank}", config=_rank_cfg, structural=True,
-               restore=restore_lowrank)
+               restore=restore_lowrank, devices=("cpu", "cuda"))
 def svd_rank_step(model: nn.Module, cfg: LowRankConfig, calib: object | None) -> StepReport:
     """Truncated SVD at a fixed rank, only where it cuts FLOPs."""
     return svd_step_impl(model, cfg)
 
 
 @register_step(r"svd-e(?P<energy>\d*\.?\d+)", form="svd-e{energy}", config=_energy_cfg, structural=True,
-               restore=restore_lowrank)
+               restore=restore_lowrank, devices=("cpu", "cuda"))
 def svd_energy_step(model: nn.Module, cfg: LowRankConfig, calib: object | None) -> StepReport:
     """Truncated SVD keeping the given fraction of spectral energy per layer, only where it cuts FLOPs."""
     return svd_step_impl(model, cfg)

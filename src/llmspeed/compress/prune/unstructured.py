@@ -116,7 +116,7 @@ def _cfg(method: str, pct: str) -> PruneConfig:
 
 
 @register_step(r"prune-magnitude-" + _PCT, form="prune-magnitude-{pct}",
-               config=lambda pct: _cfg("magnitude", pct))
+               config=lambda pct: _cfg("magnitude", pct), devices=("cpu", "cuda"))
 def prune_magnitude_step(model: nn.Module, cfg: PruneConfig, calib: object | None) -> StepReport:
     """Unstructured magnitude pruning: zero the pct % smallest weights of each Linear."""
     return prune_model(model, cfg, None, f"prune-magnitude-{cfg.pct:g}")
@@ -129,7 +129,8 @@ def prune_wanda_step(model: nn.Module, cfg: PruneConfig, calib: object | None) -
     return prune_model(model, cfg, calib, f"prune-wanda-{cfg.pct:g}")
 
 
-@register_step(r"prune-2:4", form="prune-2:4", config=lambda: PruneConfig("magnitude", 50.0, (2, 4)))
+@register_step(r"prune-2:4", form="prune-2:4", config=lambda: PruneConfig("magnitude", 50.0, (2, 4)),
+               devices=("cpu", "cuda"))
 def prune_24_step(model: nn.Module, cfg: PruneConfig, calib: object | None) -> StepReport:
     """2:4 semi-structured magnitude pruning (dense storage on CPU)."""
     return prune_model(model, cfg, None, "prune-2:4")

@@ -31,7 +31,7 @@ def restore_half(model: nn.Module, cfg: HalfConfig) -> None:
 
 
 @register_step(r"(?P<dtype>bf16|fp16)", form="bf16|fp16", config=lambda dtype: HalfConfig(dtype),
-               restore=restore_half)
+               restore=restore_half, devices=("cpu", "cuda"))
 def half_step(model: nn.Module, cfg: HalfConfig, calib: object | None) -> StepReport:
     """Mixed precision: half-precision Linear weights, float32 norms/softmax/logits."""
     rep = swap_linears(model, cfg.dtype, cfg.skip, lambda lin: HalfLinear.from_dense(lin, HALF[cfg.dtype]))
