@@ -12,15 +12,16 @@ from llmspeed.bench.measure import RunResult, path_size
 class EngineBackend:
     engine = "llmspeed"
 
-    def __init__(self, spec: str, recipe: str | None = None) -> None:
+    def __init__(self, spec: str, recipe: str | None = None, draft: str | None = None) -> None:
         self.spec = spec
         self.recipe = recipe
+        self.draft = draft
         self.llm: Any = None
 
     def load(self) -> None:
         import llmspeed
 
-        self.llm = llmspeed.load(self.spec, recipe=self.recipe)
+        self.llm = llmspeed.load(self.spec, recipe=self.recipe, draft=self.draft)
 
     def prepare(self, scenarios: list[Scenario]) -> None:
         """Size the KV cache and batch limits for the largest scenario; no prefix cache (repeats must recompute)."""
@@ -74,7 +75,10 @@ class EngineBackend:
         return RunResult(ttft_s=first - t0, e2e_s=end - t0, tokens_per_seq=[len(s.output_ids) for s in seqs],
                          t_decode=max(s.timings.t_decode for s in seqs),
                          stages={"t_pre": t_pre, "t_prefill": tm.t_prefill, "t_decode": tm.t_decode,
-                                 "t_post": tm.t_post})
+                                 "t_post": tm.t_post},
+                         spec={"draft_tokens": sum(s.num_draft_tokens for s in seqs),
+                               "accepted_tokens": sum(s.num_accepted_tokens for s in seqs),
+                               "verifies": sum(s.num_verifies for s in seqs)} if self.draft else {})
 
     def quality(self, max_tokens: int) -> dict[str, Any]:
         try:

@@ -22,7 +22,7 @@ def make_backend(spec: dict[str, Any]) -> Any:
     if engine == "llmspeed":
         from llmspeed.bench.engine_backend import EngineBackend
 
-        return EngineBackend(spec["model"], spec.get("recipe"))
+        return EngineBackend(spec["model"], spec.get("recipe"), spec.get("draft"))
     if engine == "hf":
         from llmspeed.bench.baselines.hf import HFBackend
 

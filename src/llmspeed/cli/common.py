@@ -10,6 +10,9 @@ MODEL_HELP = ("default (embedded SmolLM2-135M-Instruct as shipped: int4 GGUF blo
               "a HF model dir, a .gguf file[:native|:fp32], or an llmspeed-saved dir")
 ModelOpt = typer.Option("default", "--model", "-m", help=MODEL_HELP)
 ThreadsOpt = typer.Option(None, "--threads", help="torch threads (default: physical cores)")
+DRAFT_HELP = ("speculative decoding: ngram[:k] (prompt lookup, k proposals per step, default 8) or a draft model "
+              "directory sharing the tokenizer (DIR[:k]); greedy output is unchanged")
+DraftOpt = typer.Option(None, "--draft", help=DRAFT_HELP)
 
 
 def read_text_file(path: Path) -> str:
@@ -24,7 +27,10 @@ def read_text_file(path: Path) -> str:
         raise ValueError(f"{path} is not valid UTF-8 (byte {e.start}): pass a UTF-8 text file") from None
 
 
-def load_llm(model: str, dtype: str = "float32", threads: int | None = None, recipe: str | None = None):
+def load_llm(model: str, dtype: str = "float32", threads: int | None = None, recipe: str | None = None,
+             draft: str | None = None):
     import llmspeed
+    from llmspeed.runtime.spec.config import parse_draft
 
-    return llmspeed.load(model, dtype=dtype, threads=threads, recipe=recipe)
+    parse_draft(draft)  # a bad --draft fails before the model loads
+    return llmspeed.load(model, dtype=dtype, threads=threads, recipe=recipe, draft=draft)

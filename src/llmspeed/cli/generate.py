@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from llmspeed.cli.common import ModelOpt, ThreadsOpt, load_llm, read_text_file
+from llmspeed.cli.common import DraftOpt, ModelOpt, ThreadsOpt, load_llm, read_text_file
 
 
 def register(app: typer.Typer) -> None:
@@ -31,6 +31,7 @@ def generate(
     chat: bool = typer.Option(False, "--chat", help="wrap the prompt in the model's chat template"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object with text and timings"),
     threads: int = ThreadsOpt,
+    draft: str = DraftOpt,
 ) -> None:
     """Generate text with llmspeed's engine (greedy unless --temperature)."""
     if prompt_file is not None:
@@ -39,7 +40,7 @@ def generate(
         raise ValueError("prompt is empty: pass a prompt or --prompt-file")
     if max_new_tokens <= 0:
         raise ValueError(f"--max-new-tokens must be > 0, got {max_new_tokens}")
-    llm = load_llm(model, dtype, threads, recipe)
+    llm = load_llm(model, dtype, threads, recipe, draft)
     kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
               stop=stop or None, ignore_eos=ignore_eos, chat=chat)
     if as_json:
@@ -61,3 +62,7 @@ def generate(
         f"t_pre {t['t_pre'] * 1e3:.1f} ms | t_prefill {t['t_prefill'] * 1e3:.1f} ms | "
         f"t_decode {t['t_decode'] * 1e3:.1f} ms ({1 / tpot if tpot else 0:.1f} tok/s) | "
         f"t_post {t['t_post'] * 1e3:.1f} ms\n")
+    if t.get("spec_draft_tokens"):
+        sys.stderr.write(f"[draft {draft}: {t['spec_accepted_tokens']:.0f}/{t['spec_draft_tokens']:.0f} proposed tokens "
+                         f"accepted ({t['spec_accepted_tokens'] / t['spec_draft_tokens']:.0%}), mean accepted length "
+                         f"{(t['spec_accepted_tokens'] + t['spec_verifies']) / t['spec_verifies']:.2f} per verify]\n")

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from llmspeed.cli.common import ModelOpt, ThreadsOpt, load_llm
+from llmspeed.cli.common import DraftOpt, ModelOpt, ThreadsOpt, load_llm
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ def serve(
     ray_cpus: int = typer.Option(2, "--ray-cpus", help="ray: CPUs Ray may use"),
     threads: int = ThreadsOpt,
     log_level: str = typer.Option("warning", "--log-level"),
+    draft: str = DraftOpt,
 ) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (continuous batching, caches, metrics)."""
     from llmspeed.serving.auth import resolve_api_key
@@ -62,6 +63,11 @@ def serve(
         raise ValueError(f"--lb must be one of {', '.join(LB_POLICIES)}, got {lb!r}")
     if not 0 < port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {port}")
+    from llmspeed.runtime.spec.config import parse_draft
+
+    parse_draft(draft)  # a bad --draft fails here, before any model or worker starts
+    if draft and backend == "ray":
+        raise ValueError("--draft is not supported with --backend ray yet; use the local backend (--replicas N)")
     key = resolve_api_key(api_key)
     l2 = default_sqlite() if cache_l2 == "default" else cache_l2
     name = served_name or model
@@ -87,6 +93,8 @@ def serve(
                        "--log-level", log_level]
         if recipe:
             worker_args += ["--recipe", recipe]
+        if draft:
+            worker_args += ["--draft", draft]
         if threads:
             worker_args += ["--threads", str(threads)]
         env = {"LLMSPEED_API_KEY": key} if key else {}
@@ -99,7 +107,7 @@ def serve(
     from llmspeed.runtime.engine import EngineConfig
     from llmspeed.serving.app import create_app
 
-    llm = load_llm(model, dtype, threads, recipe)
+    llm = load_llm(model, dtype, threads, recipe, draft)
     llm.reset_engine(**EngineConfig(**engine).__dict__)
     sys.stderr.write(f"llmspeed serving {name} on http://{host}:{port} (max batch {max_batch}, "
                      f"KV {kv_cache_tokens} tokens, L2 {l2.split('@')[-1]})\n")

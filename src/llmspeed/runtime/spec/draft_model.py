@@ -80,7 +80,7 @@ class DraftModelProposer:
                     tok = int(torch.multinomial(q, 1, generator=s.generator))
                     probs[s.seq_id].append(q)
                 s.draft_ids.append(tok)
-                v.ids = v.ids + [tok]
+                v.ids = [*v.ids, tok]
         for s, _, _ in rows:
             if probs[s.seq_id]:
                 s.draft_probs = torch.stack(probs[s.seq_id])  # [k, V]

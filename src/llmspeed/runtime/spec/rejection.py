@@ -42,8 +42,8 @@ def accept_greedy(logits: torch.Tensor, draft: list[int]) -> list[int]:
     target = greedy_rows(logits[: len(draft) + 1])  # [k+1] argmax per position (NaN-safe)
     for j, d in enumerate(draft):
         if target[j] != d:
-            return draft[:j] + [target[j]]
-    return draft + [target[len(draft)]]
+            return [*draft[:j], target[j]]
+    return [*draft, target[len(draft)]]
 
 
 def accept_sampled(p: torch.Tensor, draft: list[int], q: torch.Tensor | None,
@@ -65,6 +65,6 @@ def accept_sampled(p: torch.Tensor, draft: list[int], q: torch.Tensor | None,
         if not total > 0.0:  # p == q exactly: the rejection had probability 0; fall back to p
             residual, total = p[j], float(p[j].sum())
         tok = int(torch.multinomial(residual / total, 1, generator=generator))
-        return draft[:j] + [tok]
+        return [*draft[:j], tok]
     tok = int(torch.multinomial(p[len(draft)], 1, generator=generator))
-    return draft + [tok]
+    return [*draft, tok]
