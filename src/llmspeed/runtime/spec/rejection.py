@@ -30,7 +30,7 @@ def processed_probs(logits: torch.Tensor, temperature: float, top_k: int, top_p:
     totals = probs.sum(-1)  # [T]
     bad = ~((totals > 0) & torch.isfinite(totals))
     if bool(bad.any()):
-        for t in torch.flatnonzero(bad).tolist():
+        for t in torch.nonzero(bad).flatten().tolist():
             probs[t] = 0.0
             probs[t, greedy_finite(logits[t])] = 1.0
     return probs
