@@ -8,12 +8,12 @@ import random
 
 import pytest
 import torch
+from tests.conftest import build_tiny_hf, shakespeare_text
 
 import llmspeed
 from llmspeed.runtime.engine import Engine, EngineConfig
 from llmspeed.runtime.sequence import SamplingParams
 from llmspeed.runtime.spec.config import DraftConfig
-from tests.conftest import build_tiny_hf, shakespeare_text
 
 TEXT = shakespeare_text(20_000)
 
