@@ -21,6 +21,7 @@ from torch import nn
 from llmspeed.runtime.block_pool import BlockPool
 from llmspeed.runtime.kv_cache import KVCache
 from llmspeed.runtime.model_runner import ModelRunner, RowResult
+from llmspeed.runtime.plans import phase_modules
 from llmspeed.runtime.scheduler import Batch
 from llmspeed.runtime.sequence import Sequence
 from llmspeed.runtime.spec.adaptive import AdaptiveK
@@ -34,6 +35,13 @@ log = logging.getLogger(__name__)
 SpecResult = list[int] | Exception  # per row: the emitted tokens (accepted drafts + one), or why the row failed
 
 
+def kernel_rows(model: nn.Module) -> int:
+    """Rows up to which every quantized linear of `model` runs its decode kernel (beyond: its prefill path, which
+    dequantizes the weight, several decode steps' worth of time on a small model); large for float models."""
+    rows = [m.plan.small_m for m in phase_modules(model) if m.plan.prefill != "kernel"]
+    return max(min(rows, default=1 << 30), 2)
+
+
 class SpecDecoder:
     def __init__(self, config: DraftConfig, runner: ModelRunner, kv: KVCache, pool: BlockPool, max_model_len: int,
                  draft_model: nn.Module | None = None) -> None:
@@ -42,6 +50,10 @@ class SpecDecoder:
         self.kv = kv
         self.pool = pool
         self.max_model_len = max_model_len
+        self.k = min(config.k, kernel_rows(runner.model) - 1) if config.k > 1 else config.k
+        if self.k < config.k:
+            log.info("draft k %d -> %d: a verify pass of up to k+1 rows stays on the low-bit decode kernels",
+                     config.k, self.k)
         self.draft: DraftModelProposer | None = None
         if config.kind == "model":
             if draft_model is None:
@@ -58,7 +70,7 @@ class SpecDecoder:
         """Most drafts worth verifying: never past max_new_tokens or the context window."""
         st = seq.spec_state
         if not isinstance(st, AdaptiveK):
-            st = seq.spec_state = AdaptiveK(self.config.k, self.config.adaptive)
+            st = seq.spec_state = AdaptiveK(self.k, self.config.adaptive)
         k = st.next_k()
         left = min(seq.params.max_new_tokens - len(seq.output_ids), self.max_model_len - seq.num_tokens) - 1
         return max(0, min(k, left))
