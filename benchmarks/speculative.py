@@ -162,6 +162,9 @@ def main() -> None:
             row["hf_plain"] = run_hf(hf, ids, args.max_new_tokens, 0)
             row["hf_lookup"] = run_hf(hf, ids, args.max_new_tokens, args.hf_lookup)
         rows.append(row)
+        if args.json:  # after every prompt: a run cut short still leaves its figures
+            args.json.write_text(json.dumps({"verify_cost": cost, "summary": {
+                "grounded": summarize(rows, "grounded"), "open": summarize(rows, "open")}, "rows": rows}, indent=1))
         log.info("[%d/%d %.0f s] %s: %d tokens, identical %s, llmspeed %.2fx decode (acc %d/%d)%s", i + 1,
                  len(prompts), time.perf_counter() - t_start, kind, plain["n"], plain["ids"] == spec["ids"],
                  ((spec["n"] - 1) / spec["t_decode"]) / max((plain["n"] - 1) / plain["t_decode"], 1e-9),
