@@ -136,3 +136,20 @@ def test_config_validates_runner() -> None:
     assert CompileConfig().runner == "aot"
     with pytest.raises(ValueError, match="runner"):
         CompileConfig(runner="jit")
+
+
+def test_every_llmspeed_op_has_a_c_shim_and_the_shipped_form_compiles(tiny_model_dir) -> None:
+    """The shipped default's form (int4 codes + the exact int8-per-32 head) through the AOT runner: every llmspeed op
+    a decode step can call is exported as a C entry point (no proxy-executor calls), and greedy equals eager."""
+    from llmspeed import kernels
+    from llmspeed.kernels.aoti import DECLARATIONS, c_shims
+
+    if kernels.available():
+        assert {op.name().split("::")[1] for op in c_shims()} == set(DECLARATIONS)
+    llm = _load(tiny_model_dir, None)
+    llmspeed.compress_(llm, "int8-head-g32,int4-g32")
+    eager_out = _greedy(llm, PROMPTS, 12)
+    llm.options = dataclasses.replace(llm.options, compile=CompileConfig(bucket=BUCKET))
+    llm.reset_engine()
+    assert _greedy(llm, PROMPTS, 12) == eager_out
+    assert llm.engine.decode_fn.runner == "aot"

@@ -24,6 +24,7 @@ DECLARATIONS = {  # op -> its C declaration, as csrc/aoti_shims.cpp defines it
                       f"int64_t group, {_T}* ret0)",
     "int8_linear": f"AOTITorchError aoti_torch_cpu_int8_linear({_T} x, {_T} q, {_T} scales, {_T}* ret0)",
     "int8_linear_q8": f"AOTITorchError aoti_torch_cpu_int8_linear_q8({_T} x, {_T} q, {_T} scales, {_T}* ret0)",
+    "int8g_linear": f"AOTITorchError aoti_torch_cpu_int8g_linear({_T} x, {_T} q, {_T} scales, {_T}* ret0)",
     "paged_decode_attention": f"AOTITorchError aoti_torch_cpu_paged_decode_attention({_T} q, {_T} k_cache, "
                               f"{_T} v_cache, {_T} slots, {_T} n_valid, double scale, {_T}* ret0)",
 }

@@ -62,6 +62,14 @@ AOTI_TORCH_EXPORT AOTITorchError aoti_torch_cpu_int8_linear_q8(AtenTensorHandle 
   });
 }
 
+AOTI_TORCH_EXPORT AOTITorchError aoti_torch_cpu_int8g_linear(AtenTensorHandle x, AtenTensorHandle q,
+                                                             AtenTensorHandle scales, AtenTensorHandle* ret0) {
+  AOTI_TORCH_CONVERT_EXCEPTION_TO_ERROR_CODE({
+    static const auto op = typed<at::Tensor(T, T, T)>("llmspeed::int8g_linear");
+    *ret0 = new_tensor_handle(op.call(t(x), t(q), t(scales)));
+  });
+}
+
 AOTI_TORCH_EXPORT AOTITorchError aoti_torch_cpu_paged_decode_attention(AtenTensorHandle q, AtenTensorHandle k_cache,
                                                                        AtenTensorHandle v_cache, AtenTensorHandle slots,
                                                                        AtenTensorHandle n_valid, double scale,
