@@ -43,7 +43,9 @@ def topic_passage(name: str, words: int = 90) -> str:
 
 def grounded_prompts(n: int) -> list[tuple[str, str]]:
     """(kind, prompt) pairs; kinds cycle through repeat / edit / extract / regenerate."""
-    passages = [topic_passage(t) for t in TOPICS] + [play_passage(p, i) for i, p in enumerate(PLAYS)]
+    topics = [topic_passage(t) for t in TOPICS]
+    plays = [play_passage(p, i) for i, p in enumerate(PLAYS)]
+    passages = [x for pair in zip(topics, plays, strict=False) for x in pair] + topics[len(plays):]  # mixed
     out: list[tuple[str, str]] = []
     for i, p in enumerate(passages):
         kind = ("repeat", "edit", "extract", "regenerate")[i % 4]
