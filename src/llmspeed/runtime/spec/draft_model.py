@@ -61,6 +61,7 @@ class DraftModelProposer:
                 continue
             k = min(k, self.max_position - seq.num_tokens)
             view = self.views.setdefault(seq.seq_id, _DraftView())
+            self.rollback(seq)  # a step whose drafts were dropped (no room, a failure) left unverified ones behind
             view.ids = seq.all_ids
             view.num_computed = min(view.num_computed, view.num_tokens - 1)
             if k <= 0 or not self.pool.ensure_capacity(view.block_table, view.num_tokens + k):
