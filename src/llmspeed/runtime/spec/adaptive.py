@@ -15,7 +15,6 @@ class AdaptiveK:
     k: int = 0  # current k (0 -> k_max on first use)
     pause: int = 0  # steps left without drafting
     backoff: int = 0  # length of the last pause
-    ema: float = 1.0  # acceptance rate, exponentially averaged
 
     def __post_init__(self) -> None:
         if self.k <= 0:
@@ -33,7 +32,6 @@ class AdaptiveK:
     def update(self, proposed: int, accepted: int) -> None:
         if proposed <= 0:
             return
-        self.ema = 0.7 * self.ema + 0.3 * accepted / proposed
         if not self.adaptive:
             return
         if accepted == 0:
