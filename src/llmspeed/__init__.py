@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["LLM", "EngineConfig", "Recipe", "SamplingParams", "__version__", "compress_", "evaluate", "load"]
+__all__ = ["LLM", "AutoResult", "EngineConfig", "Recipe", "SamplingParams", "__version__", "auto", "compress_",
+           "evaluate", "load"]
 
 _LAZY = {
     "LLM": ("llmspeed.llm", "LLM"),
@@ -16,6 +17,8 @@ _LAZY = {
     "compress_": ("llmspeed.llm", "compress_"),
     "Recipe": ("llmspeed.compress.api", "Recipe"),
     "evaluate": ("llmspeed.evaluation.api", "evaluate"),
+    "auto": ("llmspeed.auto.api", "auto"),
+    "AutoResult": ("llmspeed.auto.search", "AutoResult"),
     "SamplingParams": ("llmspeed.runtime.sequence", "SamplingParams"),
     "EngineConfig": ("llmspeed.runtime.engine", "EngineConfig"),
 }

@@ -69,7 +69,7 @@ def test_engine_thread_aborts_requests_past_their_deadline(parts) -> None:
     """Safety net: a stream whose client vanished before the body started is still aborted at its deadline."""
     service, loop, S = parts
     p = service.prepare(S.CompletionRequest(prompt="Nobody listens", max_tokens=50), "completion")
-    seq = loop.engine.make_sequence(p.prompt_ids, p.params, seq_id=p.rid)
+    seq = loop.engine.make_sequence(p.prompts[0], p.params, seq_id=p.rid)
 
     async def go() -> None:
         loop.submit(seq, timeout=0.0)

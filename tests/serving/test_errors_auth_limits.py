@@ -32,7 +32,18 @@ def _err(r: httpx.Response, status: int) -> dict:
     ("/v1/completions", {"prompt": ""}, "prompt"),
     ("/v1/completions", {"max_tokens": 3}, "prompt"),                         # missing
     ("/v1/completions", {"prompt": "x", "presence_penalty": 0.5}, "presence_penalty"),  # unsupported
-    ("/v1/completions", {"prompt": "x", "logprobs": 2}, "logprobs"),
+    ("/v1/completions", {"prompt": "x", "logprobs": 21}, "logprobs"),
+    ("/v1/completions", {"prompt": "x", "logprobs": -1}, "logprobs"),
+    ("/v1/completions", {"prompt": [], "max_tokens": 1}, "prompt"),
+    ("/v1/completions", {"prompt": ["a", 5], "max_tokens": 1}, "prompt"),
+    ("/v1/completions", {"prompt": [[1, 2], "a"], "max_tokens": 1}, "prompt"),
+    ("/v1/completions", {"prompt": [1, 2, 100000], "max_tokens": 1}, "prompt"),  # outside the vocabulary
+    ("/v1/completions", {"prompt": [[1, 2], [3, -1]], "max_tokens": 1}, "prompt"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 0}, "max_tokens"),  # 0 only with echo
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "echo": True, "stream": True}, "echo"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}, "top_logprobs"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "logprobs": True, "top_logprobs": 21},
+     "top_logprobs"),
     ("/v1/completions", {"prompt": "x", "frobnicate": True}, "frobnicate"),
     ("/v1/completions", {"prompt": "x", "max_tokens": 100000}, "max_tokens"),  # beyond the context window
     ("/v1/completions", {"prompt": "x " * 400, "max_tokens": 1}, "prompt"),
@@ -87,8 +98,8 @@ def test_queue_full_is_429_with_retry_after(make_server) -> None:
     started = [threading.Event(), threading.Event()]
     release = threading.Event()
 
-    def hold(i: int) -> None:
-        with httpx.stream("POST", f"{srv.url}/v1/completions", json=long, timeout=120) as r:
+    def hold(i: int) -> None:  # distinct requests: identical ones in flight would run once (single-flight)
+        with httpx.stream("POST", f"{srv.url}/v1/completions", json=long | {"seed": i}, timeout=120) as r:
             assert r.status_code == 200
             started[i].set()
             release.wait(60)  # closing the stream early aborts the request in the engine

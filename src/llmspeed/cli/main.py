@@ -13,7 +13,7 @@ import sys
 import typer
 
 # command modules; each adds its command(s) to the app
-COMMANDS = ("generate", "profile", "serve", "eval", "optimize", "bench", "loadtest", "export", "distill")
+COMMANDS = ("generate", "profile", "serve", "eval", "optimize", "bench", "loadtest", "export", "distill", "auto")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Make a language model answer faster and cheaper, and prove what it cost.")

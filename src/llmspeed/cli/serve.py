@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import typer
 
@@ -40,12 +41,15 @@ def serve(
     cache_l2: str = typer.Option("default", "--cache-l2",
                                  help="sqlite:PATH | redis://host:port/db | none (default: sqlite in the cache dir)"),
     cache_ttl: float = typer.Option(86400.0, "--cache-ttl", help="seconds an L2 entry lives"),
+    drain_timeout: float = typer.Option(30.0, "--drain-timeout",
+                                        help="seconds SIGTERM waits for in-flight requests before exiting"),
     replicas: int = typer.Option(1, "--replicas", help="engine worker processes behind a router"),
     lb: str = typer.Option("least-conn", "--lb", help="round-robin | least-conn | prefix-affinity"),
     backend: str = typer.Option("local", "--backend", help="local | ray (Ray Serve deployment on loopback)"),
     autoscale_min: int = typer.Option(0, "--autoscale-min", help="ray: min replicas (with --autoscale-max)"),
     autoscale_max: int = typer.Option(0, "--autoscale-max", help="ray: max replicas; > 0 turns on autoscaling"),
     ray_cpus: int = typer.Option(2, "--ray-cpus", help="ray: CPUs Ray may use"),
+    reports: str = typer.Option(None, "--reports", help="directory of `llmspeed bench` reports shown on /dashboard"),
     threads: int = ThreadsOpt,
     log_level: str = typer.Option("warning", "--log-level"),
     draft: str = DraftOpt,
@@ -69,10 +73,13 @@ def serve(
     if draft and backend == "ray":
         raise ValueError("--draft is not supported with --backend ray yet; use the local backend (--replicas N)")
     key = resolve_api_key(api_key)
+    if reports is not None and not Path(reports).expanduser().is_dir():
+        raise ValueError(f"--reports must be an existing directory, got {reports!r}")
     l2 = default_sqlite() if cache_l2 == "default" else cache_l2
     name = served_name or model
     cfg = ServerConfig(model_name=name, api_key=key, max_queue=max_queue, request_timeout=request_timeout,
-                       cache_l1=cache_l1, cache_policy=cache_policy, cache_l2=l2, cache_ttl=cache_ttl)
+                       cache_l1=cache_l1, cache_policy=cache_policy, cache_l2=l2, cache_ttl=cache_ttl,
+                       drain_timeout=drain_timeout, reports_dir=reports)
     engine = {"kv_cache_tokens": kv_cache_tokens, "max_batch": max_batch, "max_batch_tokens": max_batch_tokens}
     from llmspeed.models.spec import parse_model_spec
 
@@ -90,7 +97,7 @@ def serve(
                        "--kv-cache-tokens", str(kv_cache_tokens), "--max-queue", str(max_queue),
                        "--request-timeout", str(request_timeout), "--cache-l1", str(cache_l1),
                        "--cache-policy", cache_policy, "--cache-l2", l2, "--cache-ttl", str(cache_ttl),
-                       "--log-level", log_level]
+                       "--drain-timeout", str(drain_timeout), "--log-level", log_level]
         if recipe:
             worker_args += ["--recipe", recipe]
         if draft:
@@ -99,7 +106,7 @@ def serve(
             worker_args += ["--threads", str(threads)]
         env = {"LLMSPEED_API_KEY": key} if key else {}
         rcfg = RouterConfig(replicas=replicas, lb=lb, worker_args=tuple(worker_args), api_key=key, worker_env=env,
-                            model=model)
+                            model=model, drain_timeout=drain_timeout)
         sys.stderr.write(f"llmspeed router on http://{host}:{port} -> {replicas} replicas ({lb})\n")
         serve_forever(create_router_app(rcfg), host, port, log_level)
         return

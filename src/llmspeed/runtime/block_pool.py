@@ -66,9 +66,10 @@ class BlockPool:
             hits.append(bid)
         return hits
 
-    def allocate(self, token_ids: list[int]) -> tuple[list[int], int] | None:
-        """Block table for a new sequence and how many of its tokens are already cached; None if no room."""
-        hits = self.match_prefix(token_ids)
+    def allocate(self, token_ids: list[int], use_prefix_cache: bool = True) -> tuple[list[int], int] | None:
+        """Block table for a new sequence and how many of its tokens are already cached; None if no room.
+        `use_prefix_cache=False`: compute every token (its blocks are still published for others)."""
+        hits = self.match_prefix(token_ids) if use_prefix_cache else []
         need = self.blocks_needed(len(token_ids) + 1) - len(hits)  # +1: room for the first generated token
         revived = sum(1 for b in hits if self.blocks[b].ref_count == 0)
         if self.num_free - revived < need:

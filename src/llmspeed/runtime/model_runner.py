@@ -18,6 +18,7 @@ from llmspeed.layers.attention import AttnBatch, causal_mask
 from llmspeed.layers.sampler import sample_batch
 from llmspeed.runtime.compiled import CompiledDecode
 from llmspeed.runtime.kv_cache import KVCache
+from llmspeed.runtime.logprobs import logprobs_of, prompt_logprobs
 from llmspeed.runtime.scheduler import Batch
 from llmspeed.runtime.sequence import Sequence
 
@@ -74,11 +75,19 @@ class ModelRunner:
 
     # -- forward + sampling -------------------------------------------------------------------------
     def forward(self, batch: Batch) -> torch.Tensor:
-        """[B, V] logits of each row's last new token; writes the new tokens' K/V into the cache."""
+        """[B, V] logits of each row's last new token; writes the new tokens' K/V into the cache. A prefill
+        row that asked for prompt logprobs gets them from this same forward (`Sequence.prompt_logprobs`)."""
         ids, meta, last = self.build_inputs(batch.seqs)
         if self.decode_fn is not None and not batch.is_prefill and self.decode_fn.supports(len(batch.seqs)):
             return self.decode_fn(ids, meta, self.kv.layers, self.kv.scratch_slot)  # [B, V]
-        return self.model(ids, meta, self.kv.layers, logits_index=last)  # [B, V]
+        if not (batch.is_prefill and any(s.needs_prompt_logprobs for s in batch.seqs)):
+            return self.model(ids, meta, self.kv.layers, logits_index=last)  # [B, V]
+        full = self.model(ids, meta, self.kv.layers)  # [B, T, V]: every position, for the prompt logprobs
+        for b, s in enumerate(batch.seqs):
+            if s.needs_prompt_logprobs:  # its prefill started at token 0 (no cached prefix): row b is the prompt
+                n = int(last[b]) + 1
+                s.prompt_logprobs = prompt_logprobs(full[b, :n], ids[b, :n], s.params.prompt_logprobs or 0)
+        return full[torch.arange(len(batch.seqs)), last]  # [B, V]: what the sampler sees
 
     def forward_all(self, batch: Batch) -> torch.Tensor:
         """[B, T, V] logits of every new token of each row (a verify pass: last token + drafts); eager path."""
@@ -118,7 +127,16 @@ class ModelRunner:
             return self._execute_one_by_one(batch, on_logits)
         if on_logits is not None:
             on_logits(batch, logits)
-        return self.sample(batch.seqs, logits)
+        return self._with_logprobs(batch.seqs, logits, self.sample(batch.seqs, logits))
+
+    @staticmethod
+    def _with_logprobs(seqs: list[Sequence], logits: torch.Tensor, results: list[RowResult]) -> list[RowResult]:
+        """Rows that asked for `logprobs` keep their sampled token's logprob (and top alternatives) from the
+        logits [B, V] the sampler just read."""
+        for i, (s, r) in enumerate(zip(seqs, results, strict=True)):
+            if s.params.logprobs is not None and not isinstance(r, Exception):
+                s.output_logprobs.extend(logprobs_of(logits[i:i + 1], torch.tensor([r]), s.params.logprobs))
+        return results
 
     def _execute_one_by_one(self, batch: Batch, on_logits: LogitsHook | None) -> list[RowResult]:
         """Isolate the rows that break the forward: each row alone (its K/V slots are rewritten)."""
@@ -133,5 +151,5 @@ class ModelRunner:
                 continue
             if on_logits is not None:
                 on_logits(one, logits)
-            out.extend(self.sample([seq], logits))
+            out.extend(self._with_logprobs([seq], logits, self.sample([seq], logits)))
         return out

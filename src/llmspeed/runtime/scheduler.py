@@ -74,7 +74,7 @@ class Scheduler:
             need = seq.num_tokens
             if admitted and need > budget:
                 break
-            alloc = self.pool.allocate(seq.all_ids)
+            alloc = self.pool.allocate(seq.all_ids, use_prefix_cache=not seq.needs_prompt_logprobs)
             if alloc is None:
                 break
             self.waiting.popleft()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from llmspeed.models.tokenizer import Tokenizer
+from llmspeed.runtime.logprobs import TokenLogprob
 from llmspeed.runtime.output_processor import Detokenizer
 
 _ids = itertools.count()
@@ -28,6 +29,8 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    logprobs: int | None = None  # generated tokens: keep each one's logprob and this many top alternatives
+    prompt_logprobs: int | None = None  # prompt tokens, from the prefill forward (never from the prefix cache)
 
     def __post_init__(self) -> None:
         """Validates, then normalises: a temperature below GREEDY_TEMPERATURE or a top_p below GREEDY_TOP_P
@@ -46,6 +49,10 @@ class SamplingParams:
             raise ValueError(f"seed must be in [{SEED_MIN}, {SEED_MAX}], got {self.seed}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        for name in ("logprobs", "prompt_logprobs"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise ValueError(f"{name} must be None or an int >= 0, got {v!r}")
         if any(not s for s in self.stop):
             raise ValueError("stop strings must be non-empty")
         object.__setattr__(self, "stop", tuple(self.stop))
@@ -108,6 +115,13 @@ class Sequence:
         self.num_draft_tokens = 0  # tokens proposed and verified
         self.num_accepted_tokens = 0  # of which accepted
         self.num_verifies = 0  # verify passes this request took part in with at least one draft
+        self.prompt_logprobs: list[TokenLogprob | None] | None = None  # set by the prefill (params.prompt_logprobs)
+        self.output_logprobs: list[TokenLogprob] = []  # one per output id (params.logprobs)
+
+    @property
+    def needs_prompt_logprobs(self) -> bool:
+        """Its prefill must score every prompt position (so it may not start from cached prefix blocks)."""
+        return self.params.prompt_logprobs is not None and self.prompt_logprobs is None
 
     @property
     def all_ids(self) -> list[int]:

@@ -13,11 +13,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from llmspeed.serving import schemas as S
 from llmspeed.serving.auth import install_auth
 from llmspeed.serving.config import ServerConfig
+from llmspeed.serving.dashboard_routes import mount_dashboard
+from llmspeed.serving.drain import Drain
 from llmspeed.serving.engine_loop import EngineLoop
 from llmspeed.serving.errors import error_response, install_error_handlers
 from llmspeed.serving.generation import ClientGone, GenerationService
 from llmspeed.serving.metrics import CONTENT_TYPE, ServerMetrics
 from llmspeed.serving.response_cache import ResponseCache, open_l2
+from llmspeed.serving.tokenize import install_tokenize_routes
 
 log = logging.getLogger(__name__)
 CACHE_HEADER = "x-llmspeed-cache"
@@ -43,7 +46,8 @@ def create_app(llm: Any, config: ServerConfig | None = None) -> FastAPI:
     engine_loop.on_finish = metrics.observe_finished
     cache = ResponseCache(cfg.cache_l1, cfg.cache_policy, None)
     aliases = frozenset({cfg.model_name, str(llm.source)} - {""})
-    service = GenerationService(llm, cfg, engine_loop, cache, metrics, aliases)
+    drain = Drain(cfg.drain_timeout, lambda: engine_loop.num_in_flight, cfg.retry_after)
+    service = GenerationService(llm, cfg, engine_loop, cache, metrics, aliases, drain)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -59,6 +63,7 @@ def create_app(llm: Any, config: ServerConfig | None = None) -> FastAPI:
     app = FastAPI(title="llmspeed", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible API over llmspeed's continuous-batching engine")
     app.state.engine_loop, app.state.metrics, app.state.cache, app.state.service = engine_loop, metrics, cache, service
+    app.state.drain = drain  # the server (DrainingServer) turns SIGTERM into drain.begin() and exits when done
     install_error_handlers(app)
 
     @app.middleware("http")
@@ -72,8 +77,10 @@ def create_app(llm: Any, config: ServerConfig | None = None) -> FastAPI:
     install_auth(app, cfg.api_key)  # added last = runs first: unauthenticated requests never reach the rest
 
     async def _serve(req: S.CompletionRequest | S.ChatCompletionRequest, kind: str, request: Request) -> Response:
+        if drain.draining:
+            raise drain.refusal()
         p = service.prepare(req, kind)
-        entry, level = service.lookup(p)
+        entry, level = await service.lookup(p)  # a hit, an identical request's result (single-flight), or a miss
         headers = {CACHE_HEADER: level}
         if req.stream:
             if entry is not None:
@@ -102,8 +109,22 @@ def create_app(llm: Any, config: ServerConfig | None = None) -> FastAPI:
     async def models() -> dict[str, Any]:
         return S.models_body(cfg.model_name, details=details)
 
+    install_tokenize_routes(app, llm, aliases, cfg.model_name, engine_loop.limits.max_model_len)
+
+    @app.post("/admin/drain", summary="Stop admitting, finish in-flight requests, then exit (needs --api-key)")
+    async def admin_drain() -> Response:
+        if not cfg.api_key:
+            return error_response(403, "draining over HTTP needs the server to run with --api-key (or send SIGTERM)",
+                                  None, "forbidden")
+        started = drain.begin("POST /admin/drain")
+        return JSONResponse({"status": "draining", "started": started, "in_flight": engine_loop.num_in_flight,
+                             "timeout_s": cfg.drain_timeout}, 202)
+
     @app.get("/health")
     async def health() -> Response:
+        if drain.draining:
+            return error_response(503, "draining: not admitting new requests", None, "draining",
+                                  {"Retry-After": str(cfg.retry_after)})
         if not engine_loop.alive:
             return error_response(503, "engine thread is not running", None, "unhealthy")
         return JSONResponse({"status": "ok", "running": engine_loop.num_running, "waiting": engine_loop.num_waiting})
@@ -112,4 +133,5 @@ def create_app(llm: Any, config: ServerConfig | None = None) -> FastAPI:
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
+    mount_dashboard(app, metrics, model_name=cfg.model_name, auth=bool(cfg.api_key), reports_dir=cfg.reports_dir)
     return app

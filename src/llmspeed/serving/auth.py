@@ -1,4 +1,5 @@
-"""Bearer-token auth (`--api-key` / `LLMSPEED_API_KEY`) on every route but /health; constant-time compare."""
+"""Bearer-token auth (`--api-key` / `LLMSPEED_API_KEY`) on every route but /health and the dashboard's page and
+static files (no data in them: the page asks for the key and sends it on its own fetches); constant-time compare."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ from fastapi import FastAPI, Request, Response
 
 from llmspeed.serving.errors import error_response
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/dashboard"})
+OPEN_PREFIXES = ("/dashboard/static/",)
+
+
+def is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
 def resolve_api_key(cli_value: str | None) -> str | None:
@@ -34,7 +40,7 @@ def install_auth(app: FastAPI, api_key: str | None) -> None:
 
     @app.middleware("http")
     async def _auth(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if request.url.path in OPEN_PATHS or check_bearer(request.headers.get("authorization"), api_key):
+        if is_open(request.url.path) or check_bearer(request.headers.get("authorization"), api_key):
             return await call_next(request)
         missing = not request.headers.get("authorization")
         msg = ("missing API key: send 'Authorization: Bearer <key>'" if missing else "invalid API key")

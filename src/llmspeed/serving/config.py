@@ -19,7 +19,9 @@ class ServerConfig:
     cache_l2: str = "none"  # "none", "sqlite:PATH" or "redis://host:port/db"
     cache_ttl: float = 86400.0  # seconds an L2 entry lives
     max_body_bytes: int = 1 << 20  # larger request bodies -> 413
-    retry_after: int = 1  # seconds, in the Retry-After header of a 429
+    retry_after: int = 1  # seconds, in the Retry-After header of a 429 (and of a 503 while draining)
+    drain_timeout: float = 30.0  # seconds SIGTERM / POST /admin/drain waits for in-flight requests, then exit
+    reports_dir: str | None = None  # /dashboard lists the bench reports under it (None: no report listing)
 
     def __post_init__(self) -> None:
         if self.max_queue < 0:
@@ -37,5 +39,9 @@ class ServerConfig:
             raise ValueError("cache_l2 sqlite: needs a path, e.g. sqlite:~/.cache/llmspeed/responses.sqlite")
         if self.cache_ttl <= 0:
             raise ValueError(f"cache_ttl must be > 0, got {self.cache_ttl}")
+        if self.drain_timeout < 0:
+            raise ValueError(f"drain_timeout must be >= 0, got {self.drain_timeout}")
+        if self.reports_dir is not None and not self.reports_dir:
+            raise ValueError("reports_dir must be a directory path or None, got ''")
         if self.max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes must be > 0, got {self.max_body_bytes}")

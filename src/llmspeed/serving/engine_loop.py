@@ -27,6 +27,7 @@ class Delta:
     finished: bool
     finish_reason: str | None = None
     error: str | None = None
+    seq_id: str = ""  # whose delta (several sequences of one request may share a queue)
 
 
 @dataclass
@@ -66,7 +67,8 @@ class EngineLoop:
         with self._lock:
             tickets, self._tickets = list(self._tickets.values()), {}
         for t in tickets:
-            self._post(t, Delta("", len(t.seq.output_ids), True, "abort", error="server shutting down"))
+            self._post(t, Delta("", len(t.seq.output_ids), True, "abort", error="server shutting down",
+                                seq_id=t.seq.seq_id))
 
     @property
     def alive(self) -> bool:
@@ -93,11 +95,13 @@ class EngineLoop:
         """A request for this engine (ValueError when it can never fit)."""
         return self.engine.make_sequence(prompt_ids, params, seq_id=seq_id)
 
-    def submit(self, seq: Sequence, timeout: float | None = None) -> asyncio.Queue[Delta]:
-        """Queue `seq`; its deltas arrive on the returned queue (call from a running event loop). After
-        `timeout` seconds the engine thread aborts it even if nobody is listening any more (a safety net
-        for streams whose client vanished before the response body started)."""
-        q: asyncio.Queue[Delta] = asyncio.Queue()
+    def submit(self, seq: Sequence, timeout: float | None = None,
+               queue: asyncio.Queue[Delta] | None = None) -> asyncio.Queue[Delta]:
+        """Queue `seq`; its deltas arrive on the returned queue (`queue` if given, shared by several sequences:
+        `Delta.seq_id` tells them apart; call from a running event loop). After `timeout` seconds the engine
+        thread aborts it even if nobody is listening any more (a safety net for streams whose client vanished
+        before the response body started)."""
+        q: asyncio.Queue[Delta] = queue if queue is not None else asyncio.Queue()
         deadline = time.monotonic() + timeout if timeout is not None else float("inf")
         with self._lock:
             self._tickets[seq.seq_id] = _Ticket(seq, asyncio.get_running_loop(), q, deadline)
@@ -152,16 +156,17 @@ class EngineLoop:
                     self.on_finish(seq)
                 except Exception:  # metrics must never break generation
                     log.exception("on_finish hook failed")
-            self._post(t, Delta(text, len(seq.output_ids), True, seq.finish_reason, error=seq.error))
+            self._post(t, Delta(text, len(seq.output_ids), True, seq.finish_reason, error=seq.error,
+                                seq_id=seq.seq_id))
         elif text:
-            self._post(t, Delta(text, len(seq.output_ids), False))
+            self._post(t, Delta(text, len(seq.output_ids), False, seq_id=seq.seq_id))
 
     def _fail_all(self, message: str) -> None:
         with self._lock:
             tickets, self._tickets = list(self._tickets.values()), {}
         for t in tickets:
             self.engine.abort(t.seq.seq_id)
-            self._post(t, Delta("", len(t.seq.output_ids), True, "abort", error=message))
+            self._post(t, Delta("", len(t.seq.output_ids), True, "abort", error=message, seq_id=t.seq.seq_id))
         try:  # drop the failed requests from the engine so the next step starts clean
             self.engine.step()
         except Exception:

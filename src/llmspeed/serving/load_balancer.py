@@ -34,8 +34,10 @@ def prompt_text(body: dict[str, Any]) -> str:
     if isinstance(msgs, list):
         return "".join(f"<{m.get('role')}>{m.get('content')}\n" for m in msgs if isinstance(m, dict))
     p = body.get("prompt")
-    if isinstance(p, list) and p:
-        p = p[0]
+    if isinstance(p, list) and p and isinstance(p[0], (str, list)):
+        p = p[0]  # several prompts: the first one decides
+    if isinstance(p, list):  # token ids
+        return " ".join(map(str, p))
     return p if isinstance(p, str) else ""
 
 
@@ -157,6 +159,8 @@ def chat_tokenizer(model: str) -> Callable[[dict[str, Any]], list[int]] | None:
                      else "".join(p["text"] for p in m["content"])} for m in msgs]
             return tok.encode(tok.apply_chat_template(norm))
         p = body["prompt"]
-        return tok.encode(p if isinstance(p, str) else p[0])
+        if isinstance(p, list) and p and isinstance(p[0], (str, list)):
+            p = p[0]  # several prompts: the first one decides
+        return list(p) if isinstance(p, list) else tok.encode(p)  # token ids are used as they are
 
     return tokenize

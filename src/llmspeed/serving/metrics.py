@@ -70,7 +70,7 @@ class ServerMetrics:
                                 registry=r)
         self.rejected = Counter("llmspeed:requests_rejected", "requests refused by status code", ["status"], registry=r)
         self.cache = Counter("llmspeed:response_cache", "response-cache lookups by result", ["result"], registry=r)
-        for lvl in ("hit-l1", "hit-l2", "miss"):
+        for lvl in ("hit-l1", "hit-l2", "miss", "coalesced"):
             self.cache.labels(lvl)
         r.register(_EngineCollector(engine_loop))
 

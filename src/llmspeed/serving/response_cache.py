@@ -7,6 +7,7 @@ L2 failures never fail a request: an unreachable Redis degrades to L1 with a log
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -202,3 +203,28 @@ class ResponseCache:
     def close(self) -> None:
         if self.l2 is not None:
             self.l2.close()
+
+
+class SingleFlight:
+    """Identical deterministic requests in flight at once run once: the first to `join` a key leads (runs it and
+    calls `done(key, entry)`, entry None when it failed); the others get a future that resolves to that entry.
+    Event-loop only (no locks): join and done run on the server's one asyncio loop."""
+
+    def __init__(self) -> None:
+        self._flights: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
+
+    def join(self, key: str) -> asyncio.Future[dict[str, Any] | None] | None:
+        """None: the caller leads this key; else the leader's future (await it, shielded)."""
+        f = self._flights.get(key)
+        if f is not None:
+            return f
+        self._flights[key] = asyncio.get_running_loop().create_future()
+        return None
+
+    def done(self, key: str, entry: dict[str, Any] | None) -> None:
+        f = self._flights.pop(key, None)
+        if f is not None and not f.done():
+            f.set_result(entry)
+
+    def __len__(self) -> int:
+        return len(self._flights)

@@ -2,7 +2,10 @@
 
 The router checks health, takes a dead replica out of rotation and restarts it, retries non-streamed
 requests on another replica when theirs dies (nothing lost), and ends a broken stream with an SSE error
-event followed by `data: [DONE]` (never a hang).
+event followed by `data: [DONE]` (never a hang). A draining replica (its /health says 503) leaves the
+rotation, and a request it refuses with 503 "draining" goes to another replica. The router drains itself on
+SIGTERM or `POST /admin/drain`: it stops admitting, sends SIGTERM to every replica (each finishes what it
+admitted) and exits when they have. Its /metrics carries every replica's metrics with a `replica` label.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -27,7 +31,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from llmspeed.serving.auth import install_auth
 from llmspeed.serving.config import LB_POLICIES
+from llmspeed.serving.drain import Drain
 from llmspeed.serving.errors import error_body, error_response, install_error_handlers
+from llmspeed.serving.fleet_metrics import render_fleet
 from llmspeed.serving.load_balancer import AffinityConfig, Balancer, chat_tokenizer
 from llmspeed.serving.server import bind_socket
 
@@ -47,12 +53,15 @@ class RouterConfig:
     request_timeout: float = 600.0
     affinity: AffinityConfig = field(default_factory=AffinityConfig)
     model: str | None = None  # --model of the workers: the router loads its tokenizer for prefix affinity
+    drain_timeout: float = 30.0  # SIGTERM / POST /admin/drain: seconds for the replicas to finish, then exit
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {self.replicas}")
         if self.lb not in LB_POLICIES:
             raise ValueError(f"lb must be one of {', '.join(LB_POLICIES)}, got {self.lb!r}")
+        if self.drain_timeout < 0:
+            raise ValueError(f"drain_timeout must be >= 0, got {self.drain_timeout}")
         if self.health_interval <= 0 or self.start_timeout <= 0:
             raise ValueError("health_interval and start_timeout must be > 0")
 
@@ -103,6 +112,15 @@ class ReplicaSet:
                     r.proc.kill()
                     r.proc.wait(5)
 
+    def alive(self) -> list[Replica]:
+        return [r for r in self.replicas if r.proc is not None and r.proc.poll() is None]
+
+    def drain_all(self) -> None:
+        """SIGTERM every replica: each stops admitting, finishes what it admitted, exits."""
+        for r in self.alive():
+            r.healthy = False
+            r.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+
     def healthy(self, exclude: set[int] | frozenset[int] = frozenset()) -> list[int]:
         return [r.index for r in self.replicas if r.healthy and r.index not in exclude]
 
@@ -116,7 +134,10 @@ class ReplicaSet:
         r.healthy = False
 
 
-async def _check(client: httpx.AsyncClient, rs: ReplicaSet, r: Replica) -> None:
+async def _check(client: httpx.AsyncClient, rs: ReplicaSet, r: Replica, draining: bool = False) -> None:
+    if draining:  # the router is going down: nothing is restarted or put back in rotation
+        rs.mark_dead(r)
+        return
     if r.proc is None or r.proc.poll() is not None:  # died: restart it (with backoff if it keeps dying)
         now = time.monotonic()
         if r.proc is not None and r.not_before == 0.0:
@@ -151,10 +172,14 @@ def create_router_app(cfg: RouterConfig) -> FastAPI:
     healthy_g = Gauge("llmspeed_router:healthy_replicas", "replicas in rotation", registry=reg)
     client = httpx.AsyncClient(timeout=httpx.Timeout(cfg.request_timeout, connect=5.0),
                                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100))
+    # work left while draining: requests being relayed, and replicas still finishing theirs
+    drain = Drain(cfg.drain_timeout, lambda: sum(r.in_flight for r in rs.replicas) + len(rs.alive()))
+    drain.on_begin.append(rs.drain_all)
+    auth = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
 
     async def health_loop() -> None:
         while True:
-            await asyncio.gather(*(_check(client, rs, r) for r in rs.replicas))
+            await asyncio.gather(*(_check(client, rs, r, drain.draining) for r in rs.replicas))
             healthy_g.set(len(rs.healthy()))
             for r in rs.replicas:
                 restarts.labels(str(r.index)).set(r.restarts)
@@ -178,7 +203,7 @@ def create_router_app(cfg: RouterConfig) -> FastAPI:
             await asyncio.to_thread(rs.stop_all)
 
     app = FastAPI(title="llmspeed router", lifespan=lifespan)
-    app.state.replicas = rs
+    app.state.replicas, app.state.drain = rs, drain  # DrainingServer: SIGTERM -> drain.begin(), exit when done
     install_error_handlers(app)
     install_auth(app, cfg.api_key)
 
@@ -195,6 +220,8 @@ def create_router_app(cfg: RouterConfig) -> FastAPI:
         stream = bool(body and body.get("stream") is True)
         tried: set[int] = set()
         while True:
+            if drain.draining:
+                raise drain.refusal()
             try:
                 r = rs.pick(body, tried)
             except LookupError:
@@ -210,6 +237,17 @@ def create_router_app(cfg: RouterConfig) -> FastAPI:
                 rs.mark_dead(r)
                 retries.inc()
                 continue
+            if resp.status_code == 503 and resp.headers.get("content-type", "").startswith("application/json"):
+                try:
+                    code = json.loads(await resp.aread()).get("error", {}).get("code")
+                except (ValueError, AttributeError, httpx.TransportError):
+                    code = None
+                if code == "draining":  # it admitted nothing: take it out of rotation, send the request elsewhere
+                    r.in_flight -= 1
+                    await resp.aclose()
+                    rs.mark_dead(r)
+                    retries.inc()
+                    continue
             routed.labels(str(r.index)).inc()
             hdrs = {k: v for k, v in resp.headers.items() if k.lower() in _FORWARD_HEADERS}
             hdrs["x-llmspeed-replica"] = str(r.index)
@@ -253,15 +291,39 @@ def create_router_app(cfg: RouterConfig) -> FastAPI:
                 rs.mark_dead(rs.replicas[i])
         return error_response(503, "no healthy replica available", None, "no_replica")
 
+    @app.post("/admin/drain", summary="Drain the fleet: stop admitting, let replicas finish, exit (needs --api-key)")
+    async def admin_drain() -> Response:
+        if not cfg.api_key:
+            return error_response(403, "draining over HTTP needs --api-key (or send SIGTERM)", None, "forbidden")
+        started = drain.begin("POST /admin/drain")
+        return JSONResponse({"status": "draining", "started": started, "timeout_s": cfg.drain_timeout}, 202)
+
     @app.get("/health")
     async def health() -> Response:
+        if drain.draining:
+            return error_response(503, "draining: not admitting new requests", None, "draining", {"Retry-After": "1"})
         info = [{"index": r.index, "port": r.port, "healthy": r.healthy, "in_flight": r.in_flight,
                  "restarts": r.restarts, "served": r.served} for r in rs.replicas]
         status = 200 if rs.healthy() else 503
         return JSONResponse({"status": "ok" if status == 200 else "unhealthy", "replicas": info}, status)
 
+    async def _replica_metrics(r: Replica) -> tuple[str, str | None]:
+        try:
+            resp = await client.get(f"{r.url}/metrics", headers=auth, timeout=5.0)
+            return str(r.index), resp.text if resp.status_code == 200 else None
+        except httpx.HTTPError:
+            return str(r.index), None
+
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(reg), media_type="text/plain; version=0.0.4; charset=utf-8")
+        """The router's counters, then each live replica's metrics with a `replica` label (one scrape, whole fleet)."""
+        got = await asyncio.gather(*(_replica_metrics(r) for r in rs.alive() if r.port))
+        texts = {i: t for i, t in got if t is not None}
+        try:
+            body = render_fleet(reg, texts)
+        except ValueError:  # a replica answered something that is not Prometheus text: the router's own only
+            log.warning("unparsable replica metrics", exc_info=True)
+            body = generate_latest(reg)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app

@@ -24,9 +24,7 @@ UNSUPPORTED_DEFAULTS: dict[str, tuple[Any, ...]] = {
     "repetition_penalty": (None, 1, 1.0),
     "best_of": (None, 1),
     "logit_bias": (None, {}),
-    "echo": (None, False),
-    "logprobs": (None, False),
-    "top_logprobs": (None, 0),
+    "echo": (None, False),  # chat only: /v1/completions implements it
     "suffix": (None, ""),
     "tools": (None, []),
     "tool_choice": (None, "none"),
@@ -43,6 +41,8 @@ def _openapi_unsupported(schema: dict[str, Any]) -> None:
     only, and any other unknown field only as null (everything else is a 400)."""
     props = schema.setdefault("properties", {})
     for name, defaults in UNSUPPORTED_DEFAULTS.items():
+        if name in props:  # implemented by this request type
+            continue
         allowed: list[Any] = []
         for d in defaults:  # JSON has one number type: 0 and 0.0 are the same value
             if not any((type(a) is type(d) or (_num(a) and _num(d))) and a == d for a in allowed):
@@ -142,21 +142,57 @@ class _Common(BaseModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
+MAX_PROMPTS = 64  # prompts in one /v1/completions request (each is one choice)
+MAX_LOGPROBS = 20
+_IDS = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
+_PROMPT_FORMS = ("a string, a list of strings, a list of token ids or a list of token-id lists "
+                 "(one type throughout)")
+
+
+def _is_id(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def normalize_prompt(v: object) -> list[str | list[int]]:
+    """OpenAI's four prompt forms -> one prompt per choice (a string or a list of token ids); ValueError names
+    what is wrong (empty, mixed types, a negative id, too many prompts)."""
+    if isinstance(v, str):
+        prompts: list[Any] = [v]
+    elif isinstance(v, list) and v and all(_is_id(x) for x in v):
+        prompts = [v]
+    elif isinstance(v, list) and v and (all(isinstance(x, str) for x in v) or all(isinstance(x, list) for x in v)):
+        prompts = list(v)
+    elif isinstance(v, list) and not v:
+        raise ValueError("the prompt list is empty")
+    else:
+        raise ValueError(f"prompt must be {_PROMPT_FORMS}")
+    if len(prompts) > MAX_PROMPTS:
+        raise ValueError(f"at most {MAX_PROMPTS} prompts per request, got {len(prompts)}")
+    for p in prompts:
+        if not p:
+            raise ValueError("prompt is empty")
+        if isinstance(p, list):
+            if not all(_is_id(x) for x in p):
+                raise ValueError(f"prompt must be {_PROMPT_FORMS}")
+            if min(p) < 0:
+                raise ValueError(f"token id {min(p)} is negative")
+    return prompts
+
+
 class CompletionRequest(_Common):
-    prompt: str | list[str] = Field(json_schema_extra={"anyOf": [
+    prompt: Any = Field(description=f"{_PROMPT_FORMS}; each prompt is one choice", json_schema_extra={"anyOf": [
         {"type": "string", "minLength": 1},
-        {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 1}]})
+        {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": MAX_PROMPTS},
+        _IDS, {"type": "array", "items": _IDS, "minItems": 1, "maxItems": MAX_PROMPTS}]})
+    max_tokens: int | None = Field(default=None, ge=0, description="0 only with echo (prompt logprobs alone)")
+    echo: bool = Field(default=False, description="prepend the prompt (and its logprobs) to each choice")
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS,
+                                 description="log-probabilities of each token and this many top alternatives")
 
     @field_validator("prompt")
     @classmethod
-    def _prompt(cls, v: str | list[str]) -> str:
-        if isinstance(v, list):
-            if len(v) != 1:
-                raise ValueError("prompt must be a string or a list of exactly one string")
-            v = v[0]
-        if not v:
-            raise ValueError("prompt is empty")
-        return v
+    def _prompt(cls, v: Any) -> list[str | list[int]]:
+        return normalize_prompt(v)
 
 
 class TextPart(BaseModel):
@@ -178,6 +214,9 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(_Common):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool | None = Field(default=None, description="log-probability of each output token")
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS,
+                                     description="this many most likely tokens per position (needs logprobs)")
 
     def normalized_messages(self) -> list[dict[str, str]]:
         return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
@@ -198,28 +237,32 @@ def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) ->
             "prompt_tokens_details": {"cached_tokens": cached_tokens}}
 
 
-def full_body(kind: str, rid: str, created: int, model: str, text: str, finish_reason: str | None,
+def full_body(kind: str, rid: str, created: int, model: str, choices: list[dict[str, Any]],
               use: dict[str, Any]) -> dict[str, Any]:
-    if kind == "chat":
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
-                                  "logprobs": None, "finish_reason": finish_reason}
-        obj = "chat.completion"
-    else:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
-        obj = "text_completion"
-    return {"id": rid, "object": obj, "created": created, "model": model, "choices": [choice], "usage": use}
+    """`choices`: one {"text", "finish_reason", "logprobs"} per prompt, in order."""
+    out: list[dict[str, Any]] = []
+    for i, c in enumerate(choices):
+        if kind == "chat":
+            out.append({"index": i, "message": {"role": "assistant", "content": c["text"]},
+                        "logprobs": c.get("logprobs"), "finish_reason": c["finish_reason"]})
+        else:
+            out.append({"index": i, "text": c["text"], "logprobs": c.get("logprobs"),
+                        "finish_reason": c["finish_reason"]})
+    obj = "chat.completion" if kind == "chat" else "text_completion"
+    return {"id": rid, "object": obj, "created": created, "model": model, "choices": out, "usage": use}
 
 
 def chunk(kind: str, rid: str, created: int, model: str, text: str | None, finish_reason: str | None,
-          first: bool = False, use: dict[str, Any] | None = None, no_choices: bool = False) -> dict[str, Any]:
+          first: bool = False, use: dict[str, Any] | None = None, no_choices: bool = False, index: int = 0,
+          logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
     choices: list[dict[str, Any]] = []
     if not no_choices:
         if kind == "chat":
             delta: dict[str, Any] = {"role": "assistant", "content": text or ""} if first else (
                 {"content": text} if text else {})
-            choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+            choices = [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]
         else:
-            choices = [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}]
+            choices = [{"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish_reason}]
     obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
     out: dict[str, Any] = {"id": rid, "object": obj, "created": created, "model": model, "choices": choices}
     if use is not None or no_choices:

@@ -68,6 +68,8 @@ class SpecDecoder:
     # -- proposals ------------------------------------------------------------------------------------
     def _budget(self, seq: Sequence) -> int:
         """Most drafts worth verifying: never past max_new_tokens or the context window."""
+        if seq.params.logprobs is not None:
+            return 0  # its logprobs come with plain sampling, one token per step
         st = seq.spec_state
         if not isinstance(st, AdaptiveK):
             st = seq.spec_state = AdaptiveK(self.k, self.config.adaptive)
@@ -131,7 +133,7 @@ class SpecDecoder:
     def _accept(seq: Sequence, logits: torch.Tensor) -> list[int]:
         draft, p = seq.draft_ids, seq.params
         if not draft:  # a plain row in a verify step: sampled exactly as a plain step samples it
-            r: RowResult = ModelRunner.sample([seq], logits[:1])[0]
+            r: RowResult = ModelRunner._with_logprobs([seq], logits[:1], ModelRunner.sample([seq], logits[:1]))[0]
             if isinstance(r, Exception):
                 raise r
             return [r]

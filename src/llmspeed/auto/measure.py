@@ -1,0 +1,181 @@
+"""The real `Measurer`: builds each candidate from the original model, evaluates it against the original on the
+held-out plays (a slice for screening, the full eval for confirmation) and times it (workload.py).
+
+A candidate is built from a deep copy of the original's float modules (never reloaded from disk) and compressed
+with `LLM.compress_`, so every candidate starts from the same weights. The last build is kept, so a survivor's
+confirmation does not rebuild (nor recompile) it.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import logging
+import platform
+import statistics
+from pathlib import Path
+from typing import Any
+
+from llmspeed.auto.config import AutoConfig
+from llmspeed.auto.space import Candidate
+from llmspeed.auto.workload import WorkPrompt, cycle_time, speed_of, threads_set
+from llmspeed.llm import LLM
+
+log = logging.getLogger(__name__)
+
+
+def quality_of(llm: Any, base: Any, max_tokens: int, task_n: int) -> dict[str, Any]:
+    """ΔPPL (fraction), KL, top-1 agreement (and last-word accuracy when task_n > 0) against `base`."""
+    from llmspeed.evaluation.api import evaluate
+
+    r = evaluate(llm, baseline=base, max_tokens=max_tokens, ood_max_tokens=0, lastword_n=task_n)
+    q = {"delta_ppl": r["delta_ppl_pct"] / 100.0, "delta_ppl_pct": r["delta_ppl_pct"], "ppl": r["ppl"],
+         "baseline_ppl": r["baseline_ppl"], "kl": r["kl_mean"], "top1": r["top1_agreement"],
+         "n_tokens": r["n_tokens"], "plays": sorted(r.get("parts", {}))}
+    if task_n:
+        q |= {"task_acc": r["lastword_accuracy"], "baseline_task_acc": r["baseline_lastword_accuracy"],
+              "task_n": task_n}
+    return q
+
+
+def _median_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-key median of numeric figures over rounds (other values from the first round), plus the rounds."""
+    out = dict(runs[0])
+    for k, v in runs[0].items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = statistics.median(float(r[k]) for r in runs)
+    out["rounds"] = [{k: v for k, v in r.items() if isinstance(v, float)} for r in runs]
+    return out
+
+
+class LLMMeasurer:
+    def __init__(self, base: LLM, cfg: AutoConfig, prompts: list[WorkPrompt] | None = None) -> None:
+        self.base, self.cfg, self.prompts = base, cfg, prompts
+        self._built: tuple[str, LLM] | None = None
+        self.profile: dict[str, Any] | None = None
+
+    # -- facts ----------------------------------------------------------------------------------------------
+    def machine(self) -> dict[str, Any]:
+        import torch
+
+        from llmspeed.util.cpu import cpu_info
+
+        ci = cpu_info()
+        return {"cpu": ci.model, "isa": ci.isa_summary(), "physical_cores": ci.physical_cores,
+                "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
+
+    def max_threads(self) -> int:
+        from llmspeed.util.cpu import cpu_info
+
+        return cpu_info().physical_cores
+
+    def verdict(self) -> str | None:
+        """`llmspeed profile`'s bound for the original (short run); None when it cannot be measured."""
+        from llmspeed.profiling.runner import ProfileConfig, run_profile
+
+        try:
+            n = min(32, max(4, self.base.config.max_position // 4))
+            cfg = ProfileConfig(prompt_len=min(128, self.base.config.max_position // 2), new_tokens=n, repeats=1,
+                                profile_steps=8)
+            self.profile = run_profile(self.base, cfg)
+            v = self.profile["verdict"]
+            log.info("auto: profile verdict %s (%s)", v["bound"], "; ".join(v["reasons"]))
+            return str(v["bound"])
+        except Exception as e:  # the verdict only orders the seeds
+            log.warning("auto: profile verdict unavailable (%s); presets in their default order", e)
+            return None
+
+    # -- building -------------------------------------------------------------------------------------------
+    def build(self, cand: Candidate) -> LLM:
+        if self._built is not None and self._built[0] == cand.key:
+            return self._built[1]
+        self._built = None
+        gc.collect()
+        llm = self._make(cand)
+        if llm is not self.base:
+            self._built = (cand.key, llm)
+        return llm
+
+    def _make(self, cand: Candidate) -> LLM:
+        if self._built is not None and self._built[0] == cand.key:
+            return self._built[1]
+        if cand.draft is not None:
+            raise NotImplementedError("speculative drafts are not measured by llmspeed auto yet")
+        if cand.model is not None:
+            import llmspeed
+
+            llm = llmspeed.load(cand.model)
+        elif not cand.steps and not cand.serving:
+            llm = self.base
+        else:
+            llm = LLM(copy.deepcopy(self.base.model), self.base.tokenizer, list(self.base.recipe), self.base.source)
+        if cand.steps:
+            llm.compress_(cand.recipe, progress=False)
+        return llm
+
+    def _speed(self, llm: LLM, cand: Candidate, full: bool) -> dict[str, Any]:
+        c = self.cfg
+        return speed_of(llm, c.objective, self.prompts, new_tokens=c.new_tokens if full else max(4, c.new_tokens // 2),
+                        repeats=c.repeats if full else 1, concurrency=c.concurrency, serving=cand.serving_dict,
+                        prefill_len=512 if full else 256)
+
+    def _quality(self, llm: LLM, full: bool) -> dict[str, Any]:
+        c = self.cfg
+        task_n = (c.full_task_n if full else c.screen_task_n) if c.criteria.needs_task else 0
+        return quality_of(llm, self.base, c.full_eval_tokens if full else c.screen_eval_tokens, task_n)
+
+    # -- the Measurer protocol ------------------------------------------------------------------------------
+    def screen(self, cand: Candidate) -> dict[str, Any]:
+        llm = self.build(cand)
+        return {"quality": self._quality(llm, full=False), "speed": self._speed(llm, cand, full=False)}
+
+    def confirm(self, cand: Candidate) -> dict[str, Any]:
+        return self._quality(self.build(cand), full=True)
+
+    def benchmark(self, cands: list[Candidate]) -> list[dict[str, Any]]:
+        """All models built first, then `repeats` rounds, each model once per round in turn (load that comes and
+        goes hits them all alike); per model the median of its rounds."""
+        self._built = None
+        gc.collect()
+        llms = [self._make(c) for c in cands]
+        runs: list[list[dict[str, Any]]] = [[] for _ in cands]
+        for _ in range(self.cfg.repeats):
+            for i, (c, llm) in enumerate(zip(cands, llms, strict=True)):
+                runs[i].append(speed_of(llm, self.cfg.objective, self.prompts, new_tokens=self.cfg.new_tokens,
+                                        repeats=1, concurrency=self.cfg.concurrency, serving=c.serving_dict))
+        return [_median_runs(r) for r in runs]
+
+    def ablation(self, cand: Candidate) -> list[dict[str, Any]]:
+        """The seeds' table: each step added in turn, its measured T and % cycle-time cut vs the original."""
+        from llmspeed.bench.quick import prompt_of
+
+        prompt = prompt_of(self.base, min(128, self.base.config.max_position // 2))
+        n_new = min(self.cfg.new_tokens, self.base.config.max_position // 4)
+        stages = [("original", Candidate())]
+        stages += [(tok, Candidate(steps=cand.steps[: i + 1], model=cand.model)) for i, tok in enumerate(cand.steps)]
+        if cand.serving:
+            stages.append(("serving " + " ".join(f"{k}={v}" for k, v in cand.serving), cand))
+        rows: list[dict[str, Any]] = []
+        llm: LLM | None = None
+        for name, c in stages:
+            if name == "original" or cand.model is not None or cand.draft is not None:
+                llm = self._make(c)
+            elif c is not cand:  # one step more, in place (as `llmspeed optimize` applies them)
+                if llm is None or llm is self.base:
+                    self._built = None
+                    gc.collect()
+                    llm = LLM(copy.deepcopy(self.base.model), self.base.tokenizer, list(self.base.recipe),
+                              self.base.source)
+                llm.compress_(name, progress=False)
+            with threads_set(c.serving_dict.get("threads")):
+                t = cycle_time(llm, prompt, n_new, self.cfg.repeats)
+            t0 = rows[0]["T"] if rows else t["T"]
+            prev = rows[-1]["T"] if rows else t["T"]
+            rows.append({"added": name, "recipe": c.recipe or "original", **t,
+                         "cut_pct": 100.0 * (1.0 - t["T"] / t0), "step_cut_pct": 100.0 * (1.0 - t["T"] / prev)})
+        if llm is not None and llm is not self.base and cand.model is None and cand.draft is None:
+            self._built = (cand.key, llm)  # the chosen model, built step by step: saved as is
+        return rows
+
+    def save(self, cand: Candidate, path: Path) -> None:
+        self.build(cand).save(path)

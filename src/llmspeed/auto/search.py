@@ -1,0 +1,291 @@
+"""The search loop, pure over a `Measurer` (tests drive it with a deterministic stub):
+
+1. seeds: every `CANDIDATE_SOURCES` entry (the presets first, in the profile verdict's order), then Optuna's TPE
+   (two objectives: the objective's score and the screened accuracy-budget use; the budget as its constraint);
+2. screening: each candidate on a small eval slice + a short speed run. The slice only *rejects*, and only clear
+   violations (excess > `screen_slack`); it never accepts;
+3. confirmation: the best survivors by screened score on the full eval — acceptance is decided here alone —
+   then one full benchmark of the original and every accepted candidate in the same run; the best accepted wins;
+4. no accepted candidate: the best one confirmed is returned marked "over budget", with `accepted=False`, and
+   is never saved as the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from llmspeed.auto.config import AutoConfig
+from llmspeed.auto.space import (
+    CANDIDATE_SOURCES,
+    Candidate,
+    CandidateSource,
+    SourceContext,
+    optuna_params,
+    params_to_candidate,
+    suggest,
+)
+from llmspeed.auto.store import TrialStore
+from llmspeed.util.progress import heartbeat
+
+log = logging.getLogger(__name__)
+SURVIVOR, REJECTED, FAILED, ACCEPTED, OVER = "survivor", "rejected (screen)", "failed", "accepted", "over budget"
+ORIGINAL = Candidate(source="original")
+
+
+class Measurer(Protocol):
+    """What the search needs measured; `measure.LLMMeasurer` is the real one."""
+
+    def verdict(self) -> str | None: ...
+    def machine(self) -> dict[str, Any]: ...
+    def max_threads(self) -> int: ...
+    def screen(self, cand: Candidate) -> dict[str, Any]: ...  # {"quality": {...}, "speed": {...}}
+    def confirm(self, cand: Candidate) -> dict[str, Any]: ...  # full-eval quality
+    def benchmark(self, cands: list[Candidate]) -> list[dict[str, Any]]: ...  # full speed, same run
+    def ablation(self, cand: Candidate) -> list[dict[str, Any]]: ...
+    def save(self, cand: Candidate, path: Path) -> None: ...  # the candidate as an llmspeed saved directory
+
+
+@dataclass
+class AutoResult:
+    objective: str
+    criteria: str
+    accepted: bool
+    recipe: str | None  # the chosen recipe (None: nothing accepted)
+    serving: dict[str, int] = field(default_factory=dict)
+    chosen: dict[str, Any] | None = None  # its trial record (full eval + benchmark)
+    best_over_budget: dict[str, Any] | None = None  # when nothing was accepted: the best candidate, not saved
+    baseline: dict[str, Any] = field(default_factory=dict)  # the original's benchmark row (same run)
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    ablation: list[dict[str, Any]] = field(default_factory=list)
+    verdict: str | None = None
+    ppl_budget_pct: float | None = None
+    message: str = ""
+    out_dir: str | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class Progress:
+    n: int
+    total: int
+    best: str
+    left_s: float
+    phase: str
+
+
+def _fmt_left(s: float) -> str:
+    return f"{max(s, 0) / 60:.1f} min"
+
+
+class Search:
+    def __init__(self, cfg: AutoConfig, measurer: Measurer, store: TrialStore, study: Any,
+                 sources: list[CandidateSource] | None = None, clock: Callable[[], float] = time.monotonic,
+                 on_progress: Callable[[Progress], None] | None = None) -> None:
+        self.cfg, self.m, self.store, self.study = cfg, measurer, store, study
+        self.sources = CANDIDATE_SOURCES if sources is None else sources
+        self.clock = clock
+        self.on_progress = on_progress or (lambda p: None)
+        self.serving = cfg.objective in ("throughput", "ttft")
+        self.records: dict[str, dict[str, Any]] = {r["key"]: r for r in store.records()}
+        self.t0 = clock()
+        self.deadline = self.t0 + 60.0 * cfg.budget_minutes
+        self.trial_deadline = self.t0 + 60.0 * cfg.budget_minutes * (1.0 - cfg.reserve_share)
+        self.measured_now: list[str] = []  # keys screened in this process (resume tests read it)
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    def _score(self, rec: dict[str, Any], stage: str = "screen") -> float:
+        speed = (rec.get(stage) or {}).get("speed") or {}
+        return self.cfg.score(speed)
+
+    def _best_label(self) -> str:
+        ok = [r for r in self.records.values() if r["status"] in (SURVIVOR, ACCEPTED)]
+        if not ok:
+            return "none yet"
+        r = max(ok, key=self._score)
+        key, unit, _ = self.cfg.metric
+        return f"{r['candidate']['recipe'] or 'original'} {r['screen']['speed'].get(key, float('nan')):.1f} {unit}"
+
+    def _progress(self, phase: str) -> None:
+        self.on_progress(Progress(len(self.records), self.cfg.max_trials, self._best_label(),
+                                  self.deadline - self.clock(), phase))
+
+    # -- phase 1: screening ---------------------------------------------------------------------------------
+    def _screen(self, cand: Candidate) -> dict[str, Any]:
+        t = self.clock()
+        rec: dict[str, Any] = {"key": cand.key, "number": self.store.next_number(), "candidate": cand.to_dict(),
+                               "source": cand.source, "screen": None, "full": None, "bench": None,
+                               "machine": self.m.machine(), "started": time.time()}
+        label = (f"auto: trial {len(self.records) + 1}/{self.cfg.max_trials} {cand.label()} "
+                 f"(best so far {self._best_label()}; {_fmt_left(self.deadline - self.clock())} left)")
+        try:
+            with heartbeat(label, logger=log):
+                res = self.m.screen(cand)
+        except Exception as e:  # a candidate that cannot be built or run is a failed trial, not a failed search
+            log.warning("auto: %s failed: %s", cand.label(), e)
+            rec |= {"status": FAILED, "error": f"{type(e).__name__}: {e}"[:500]}
+        else:
+            exc = self.cfg.criteria.excess(res["quality"])
+            rec |= {"screen": res, "screen_excess": exc,
+                    "status": REJECTED if max(exc.values()) > self.cfg.screen_slack else SURVIVOR}
+        rec["seconds"] = self.clock() - t
+        self.records[cand.key] = rec
+        self.store.put(rec)
+        self.measured_now.append(cand.key)
+        return rec
+
+    def _tell(self, trial: Any, rec: dict[str, Any]) -> None:
+        from optuna.trial import TrialState
+
+        if rec["status"] == FAILED:
+            self.study.tell(trial, state=TrialState.FAIL)
+            return
+        worst = max(rec["screen_excess"].values())
+        worst = min(worst, 1e6)
+        score = self._score(rec)
+        trial.set_constraint("accuracy_budget", worst - 1.0)  # <= 0: inside the accuracy budget
+        trial.set_user_attr("key", rec["key"])
+        self.study.tell(trial, [score if math.isfinite(score) else -1e12, worst])
+
+    def _seeds(self, verdict: str | None) -> list[Candidate]:
+        ctx = SourceContext(self.cfg.objective, verdict, self.m.max_threads())
+        seen, direct = set(), []
+        for src in self.sources:
+            for c in src(ctx):
+                if c.key in seen:
+                    continue
+                seen.add(c.key)
+                if c.params:  # inside the TPE space: enqueued, so the sampler learns from it
+                    self.study.enqueue_trial(optuna_params(c.params, self.serving, self.m.max_threads()),
+                                             user_attrs={"source": c.source}, skip_if_exists=True)
+                else:
+                    direct.append(c)
+        return direct
+
+    def screen_phase(self, verdict: str | None) -> None:
+        direct = [c for c in self._seeds(verdict) if c.key not in self.records]
+        dupes = 0
+        while len(self.records) < self.cfg.max_trials and self.clock() < self.trial_deadline:
+            self._progress("screening")
+            if direct:
+                self._screen(direct.pop(0))
+                continue
+            trial = self.study.ask()
+            p = suggest(trial, self.serving, self.m.max_threads())
+            cand = params_to_candidate(p, source=str(trial.user_attrs.get("source", "tpe")))
+            if cand.key in self.records:  # measured before (this run or a resumed one): never again
+                self._tell(trial, self.records[cand.key])
+                dupes += 1
+                if dupes > 50:
+                    log.info("auto: the sampler keeps proposing measured candidates; screening ends")
+                    break
+                continue
+            self._tell(trial, self._screen(cand))
+
+    def _confirm(self, rec: dict[str, Any]) -> None:
+        """The full eval decides: accepted or over budget (kept in the record, so a resumed run reuses it)."""
+        if rec.get("full") is not None:
+            return
+        cand = _candidate(rec)
+        with heartbeat(f"auto: full evaluation of {cand.label()} "
+                       f"({_fmt_left(self.deadline - self.clock())} left)", logger=log):
+            q = self.m.confirm(cand)
+        exc = self.cfg.criteria.excess(q)
+        rec["full"] = {"quality": q}
+        rec["full_excess"] = exc
+        rec["status"] = ACCEPTED if max(exc.values()) <= 1.0 else OVER
+        self.store.put(rec)
+
+    # -- phase 2: confirmation --------------------------------------------------------------------------------
+    def confirm_phase(self) -> list[dict[str, Any]]:
+        """Full eval of the best survivors: the top `confirm_top` (fewer once one is accepted and time is up), more while
+        none is accepted and time is left."""
+        pool = sorted((r for r in self.records.values() if r["status"] in (SURVIVOR, ACCEPTED, OVER)),
+                      key=self._score, reverse=True)
+        confirmed = []
+        for i, rec in enumerate(pool):
+            accepted = any(r["status"] == ACCEPTED for r in confirmed)
+            late = self.clock() >= self.deadline
+            if (accepted and (i >= self.cfg.confirm_top or late)) or (i >= self.cfg.confirm_top and late):
+                break  # past the deadline, confirmation goes on only until one candidate is accepted
+            self._confirm(rec)
+            confirmed.append(rec)
+            self._progress("confirming")
+        return confirmed
+
+    def _second_look(self, benched: list[dict[str, Any]], accepted: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A benchmarked candidate faster than every accepted one (the short screening run ranked it lower) gets
+        its full eval now; the fastest that passes joins the accepted. Acceptance is still the full eval's."""
+        best = max((self._score(r, "bench") for r in accepted), default=-math.inf)
+        for rec in sorted(benched, key=lambda r: self._score(r, "bench"), reverse=True):
+            if self._score(rec, "bench") <= best:
+                break
+            self._confirm(rec)
+            if rec["status"] == ACCEPTED:
+                return [*accepted, rec]
+        return accepted
+
+    def run(self) -> AutoResult:
+        verdict = self.m.verdict() if self.cfg.profile else None
+        self.store.set_meta("config", self.cfg.to_dict())
+        self.screen_phase(verdict)
+        confirmed = self.confirm_phase()
+        accepted = [r for r in confirmed if r["status"] == ACCEPTED]
+        res = AutoResult(objective=self.cfg.objective, criteria=self.cfg.criteria.describe(), accepted=False,
+                         recipe=None, verdict=verdict)
+        mp = self.cfg.criteria.max_ppl_increase
+        res.ppl_budget_pct = None if mp is None else 100.0 * mp
+        pool = sorted((r for r in self.records.values() if r["status"] in (SURVIVOR, ACCEPTED)),
+                      key=self._score, reverse=True)
+        rows = [ORIGINAL] + [_candidate(r) for r in (accepted or confirmed[:1])]
+        rows += [_candidate(r) for r in pool[: self.cfg.confirm_top]]  # the slice's speed run is short: re-rank
+        rows += [_candidate(r) for r in self.records.values()  # the `speed` preset, for comparison
+                 if r["source"] == "preset:speed" and r.get("screen")]
+        rows = list({c.key: c for c in rows}.values())
+        if len(rows) > 1:
+            with heartbeat(f"auto: full benchmark of {len(rows)} models (original included, same run)", logger=log):
+                bench = self.m.benchmark(rows)
+            res.baseline = bench[0]
+            for cand, b in zip(rows[1:], bench[1:], strict=True):
+                rec = self.records[cand.key]
+                rec["bench"] = {"speed": b}
+                self.store.put(rec)
+            accepted = self._second_look([self.records[c.key] for c in rows[1:]], accepted)
+        if accepted:
+            best = max(accepted, key=lambda r: self._score(r, "bench"))
+            res.accepted, res.recipe, res.chosen = True, best["candidate"]["recipe"], best
+            res.serving = dict(best["candidate"]["serving"])
+            key, unit, _ = self.cfg.metric
+            v, v0 = best["bench"]["speed"].get(key), res.baseline.get(key)
+            res.message = (f"chose {_candidate(best).label()}: {key} {v:.2f} {unit} vs the original's {v0:.2f} "
+                           f"(same run); {self.cfg.criteria.describe()} holds on the full eval")
+            if self.cfg.ablation:
+                with heartbeat("auto: ablation (each step added in turn)", logger=log):
+                    res.ablation = self.m.ablation(_candidate(best))
+        elif confirmed:
+            best = max(confirmed, key=lambda r: self._score(r, "bench" if r.get("bench") else "screen"))
+            res.best_over_budget = best
+            res.message = (f"no candidate meets {self.cfg.criteria.describe()} on the full eval; the best found, "
+                           f"{_candidate(best).label()}, is OVER BUDGET (worst excess "
+                           f"{max(best['full_excess'].values()):.2f}x) and is not saved")
+        else:
+            res.message = (f"no candidate survived screening against {self.cfg.criteria.describe()} "
+                           f"({len(self.records)} trials); nothing saved")
+        res.trials = sorted(self.records.values(), key=lambda r: r["number"])
+        res.seconds = self.clock() - self.t0
+        return res
+
+
+def _candidate(rec: dict[str, Any]) -> Candidate:
+    c = rec["candidate"]
+    return Candidate(steps=tuple(c["steps"]), serving=tuple(sorted(c["serving"].items())), source=c["source"],
+                     model=c.get("model"), draft=c.get("draft"), params=dict(c.get("params") or {}))

@@ -1,0 +1,208 @@
+"""The search space: a candidate is a recipe (compression steps) plus, for serving objectives, engine settings.
+
+One parameterization serves three users: the presets (`speed`, `speed-a8`, `int8`, ...) are written as parameter
+dicts (so Optuna's TPE learns from them as enqueued trials), `suggest(trial, ...)` samples the same parameters
+conditionally, and `params_to_candidate` turns any of them into a recipe whose steps are the registry's own names
+(compress/api.py, compress/presets.py). Step order is fixed (the presets' order):
+prune -> svd -> head -> weights -> a8 -> compile.
+
+Extension point: `CANDIDATE_SOURCES` lists functions `(SourceContext) -> list[Candidate]` evaluated before the TPE
+search, outside its parameter space. The presets are the first source; distilled students (a different `model`
+directory) and speculative drafts (`draft`) plug in here once they exist (docs/decisions.md, "llmspeed auto").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+WEIGHTS = ("none", "int8", "int8-dyn", "int4")
+INT4_GROUPS = (32, 64, 128)
+HEADS = ("none", "int8-head", "int8-head-g32")
+PRUNES = ("none", "magnitude", "wanda", "2:4", "wanda-2:4", "mlp")
+PRUNE_AMOUNTS = {"magnitude": (10, 20, 30, 50), "wanda": (10, 20, 30, 50), "mlp": (5, 10, 20)}
+SVDS = ("none", "e0.99", "e0.95", "e0.9")
+MAX_BATCH = (4, 8, 16, 32)
+BATCH_TOKENS = (512, 1024, 2048, 4096)
+
+BASE_PARAMS: dict[str, Any] = {"weights": "none", "head": "none", "a8": False, "prune": "none", "svd": "none",
+                               "compile": False}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What one trial measures. `steps` are recipe tokens; `serving` holds engine settings (max_batch,
+    max_batch_tokens, threads) for throughput/ttft; `model` replaces the user's model (a distilled student);
+    `draft` names a speculative draft (not measured yet: see the module doc)."""
+
+    steps: tuple[str, ...] = ()
+    serving: tuple[tuple[str, int], ...] = ()
+    source: str = "tpe"
+    model: str | None = None
+    draft: str | None = None
+    params: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def recipe(self) -> str:
+        return ",".join(self.steps)
+
+    @property
+    def serving_dict(self) -> dict[str, int]:
+        return dict(self.serving)
+
+    @property
+    def key(self) -> str:
+        """Identity of a candidate across runs (resume): what is measured, not where it came from."""
+        return json.dumps({"steps": list(self.steps), "serving": dict(self.serving), "model": self.model,
+                           "draft": self.draft}, sort_keys=True)
+
+    def label(self) -> str:
+        s = self.recipe or "original"
+        if self.model:
+            s = f"{self.model}:{s}"
+        if self.draft:
+            s += f" +draft {self.draft}"
+        if self.serving:
+            s += " [" + " ".join(f"{k}={v}" for k, v in self.serving) + "]"
+        return s
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["serving"] = dict(self.serving)
+        d["steps"] = list(self.steps)  # the same shape as a record read back from trials.db
+        d["recipe"] = self.recipe
+        return d
+
+
+def params_to_steps(p: dict[str, Any]) -> tuple[str, ...]:
+    """Parameter dict -> recipe tokens in the fixed order."""
+    p = BASE_PARAMS | p
+    steps: list[str] = []
+    prune = p["prune"]
+    if prune in ("magnitude", "wanda", "mlp"):
+        steps.append(f"prune-{prune}-{int(p['prune_amount'])}")
+    elif prune in ("2:4", "wanda-2:4"):
+        steps.append(f"prune-{prune}")
+    if p["svd"] != "none":
+        steps.append(f"svd-{p['svd']}")
+    if p["head"] != "none":
+        steps.append(p["head"])
+    w = p["weights"]
+    if w in ("int8", "int8-dyn"):
+        steps.append(w)
+    elif w == "int4":
+        tok = f"int4-g{int(p['group'])}-{p['grid']}"
+        steps.append(tok + ("-gptq" if p.get("gptq") else ""))
+    if p["a8"] and w in ("int8", "int4"):
+        steps.append("a8")
+    if p["compile"]:
+        steps.append("compile")
+    return tuple(steps)
+
+
+def params_to_candidate(p: dict[str, Any], source: str = "tpe") -> Candidate:
+    serving = tuple(sorted((k, int(p[k])) for k in ("max_batch", "max_batch_tokens", "threads") if k in p))
+    return Candidate(steps=params_to_steps(p), serving=serving, source=source, params=dict(p))
+
+
+def suggest(trial: Any, serving: bool, max_threads: int) -> dict[str, Any]:
+    """Sample one candidate's parameters from an Optuna trial (conditional space)."""
+    p: dict[str, Any] = {"weights": trial.suggest_categorical("weights", list(WEIGHTS))}
+    if p["weights"] == "int4":
+        p["group"] = trial.suggest_categorical("group", list(INT4_GROUPS))
+        p["grid"] = trial.suggest_categorical("grid", ["asym", "sym"])
+        p["gptq"] = trial.suggest_categorical("gptq", [False, True])
+    p["head"] = trial.suggest_categorical("head", list(HEADS))
+    if p["weights"] in ("int8", "int4"):
+        p["a8"] = trial.suggest_categorical("a8", [False, True])
+    p["prune"] = trial.suggest_categorical("prune", list(PRUNES))
+    if p["prune"] in PRUNE_AMOUNTS:
+        p["prune_amount"] = trial.suggest_categorical(f"amount_{p['prune']}", list(PRUNE_AMOUNTS[p["prune"]]))
+    p["svd"] = trial.suggest_categorical("svd", list(SVDS))
+    p["compile"] = trial.suggest_categorical("compile", [False, True])
+    if serving:
+        p["max_batch"] = trial.suggest_categorical("max_batch", list(MAX_BATCH))
+        p["max_batch_tokens"] = trial.suggest_categorical("max_batch_tokens", list(BATCH_TOKENS))
+        p["threads"] = trial.suggest_int("threads", 1, max(1, max_threads))
+    return p
+
+
+class _Replay:
+    """Answers `suggest` from a parameter dict and records the Optuna names asked (for `study.enqueue_trial`)."""
+
+    def __init__(self, p: dict[str, Any]) -> None:
+        self.p, self.asked = p, {}
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        v = self.p["prune_amount"] if name.startswith("amount_") else self.p[name]
+        if v not in choices:
+            raise ValueError(f"{name}={v!r} is not one of {choices}")
+        self.asked[name] = v
+        return v
+
+    def suggest_int(self, name: str, low: int, high: int) -> int:
+        v = int(self.p[name])
+        self.asked[name] = v
+        return v
+
+
+def optuna_params(p: dict[str, Any], serving: bool, max_threads: int) -> dict[str, Any]:
+    """A parameter dict as Optuna's trial would hold it (only the names `suggest` asks, amounts per kind)."""
+    rec = _Replay(BASE_PARAMS | p)
+    suggest(rec, serving, max_threads)
+    return rec.asked
+
+
+# -- presets as parameters (tests check they expand to compress/presets.py's steps) -------------------------
+_INT4_32A = {"weights": "int4", "group": 32, "grid": "asym", "gptq": False}
+PRESET_PARAMS: dict[str, dict[str, Any]] = {
+    "speed": BASE_PARAMS | _INT4_32A | {"head": "int8-head", "compile": True},
+    "speed-a8": BASE_PARAMS | _INT4_32A | {"head": "int8-head", "a8": True, "compile": True},
+    "int8": BASE_PARAMS | {"weights": "int8"},
+    "int8,compile": BASE_PARAMS | {"weights": "int8", "compile": True},
+    "int4-g32-asym": BASE_PARAMS | _INT4_32A,
+    "int8-dyn": BASE_PARAMS | {"weights": "int8-dyn"},
+    "compile": BASE_PARAMS | {"compile": True},
+    "int8-head,int8,a8,compile": BASE_PARAMS | {"weights": "int8", "head": "int8-head", "a8": True, "compile": True},
+}
+SERVING_DEFAULTS = {"max_batch": 32, "max_batch_tokens": 4096}  # runtime EngineConfig's defaults
+
+
+def _bytes_rank(p: dict[str, Any]) -> int:
+    return {"int4": 0, "int8": 1, "int8-dyn": 1, "none": 2}[p["weights"]] * 2 + (p["head"] == "none")
+
+
+def seed_order(verdict: str | None) -> list[str]:
+    """Preset names in the order the profile's verdict suggests: memory-bound -> fewer bytes first;
+    overhead-bound -> compile first; otherwise the presets as listed (the `speed` family first)."""
+    names = list(PRESET_PARAMS)
+    if verdict == "memory-bound":
+        return sorted(names, key=lambda n: (_bytes_rank(PRESET_PARAMS[n]), not PRESET_PARAMS[n]["compile"]))
+    if verdict == "overhead-bound":
+        return sorted(names, key=lambda n: (not PRESET_PARAMS[n]["compile"], _bytes_rank(PRESET_PARAMS[n])))
+    return names
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    objective: str
+    verdict: str | None
+    max_threads: int
+
+
+def preset_source(ctx: SourceContext) -> list[Candidate]:
+    out = []
+    for name in seed_order(ctx.verdict):
+        p = dict(PRESET_PARAMS[name])
+        if ctx.objective in ("throughput", "ttft"):
+            p |= SERVING_DEFAULTS | {"threads": ctx.max_threads}
+        out.append(params_to_candidate(p, source=f"preset:{name}"))
+    return out
+
+
+CandidateSource = Callable[[SourceContext], list[Candidate]]
+# Where students (llmspeed distill) and speculative drafts will add themselves; each source's candidates are
+# screened like any other trial. The presets come first.
+CANDIDATE_SOURCES: list[CandidateSource] = [preset_source]
