@@ -26,6 +26,7 @@ from llmspeed.runtime.engine import Engine, EngineConfig
 from llmspeed.runtime.options import RuntimeOptions
 from llmspeed.runtime.plans import prepare_model
 from llmspeed.runtime.sequence import SamplingParams, Sequence
+from llmspeed.runtime.spec.config import DraftConfig, parse_draft
 
 PREFILL_ENV = "LLMSPEED_PREFILL"  # `llmspeed --prefill-path` sets it for the process and its workers
 
@@ -67,7 +68,8 @@ def runtime_options(recipe: list[str], prefill: str | None = None) -> RuntimeOpt
 
 class LLM:
     def __init__(self, model: nn.Module, tokenizer: Tokenizer, recipe: list[str] | None = None,
-                 source: str = "", engine_config: EngineConfig | None = None, prefill: str | None = None) -> None:
+                 source: str = "", engine_config: EngineConfig | None = None, prefill: str | None = None,
+                 draft: str | DraftConfig | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.recipe: list[str] = list(recipe or [])
@@ -80,7 +82,10 @@ class LLM:
         self.last_output: GenerationOutput | None = None
         self.tp: Any = None  # runtime.tp_launch.Launched when this LLM is rank 0 of a tensor-parallel group
         self.load_args: dict[str, Any] | None = None  # how `load` made it, while unchanged (data-parallel workers)
+        self.draft: DraftConfig | None = None
+        self.draft_model: nn.Module | None = None
         prepare_model(model, self.options)  # logits() and the engine then run the same kernels
+        self.set_draft(draft)
 
     @property
     def config(self) -> ModelConfig:
@@ -114,8 +119,22 @@ class LLM:
         if self._engine is None:
             comp = self.options.compile
             self._decode = None if comp is None else reuse_or_build(self.model, comp, self._decode)
-            self._engine = Engine(self.model, self.tokenizer, self.engine_config, self.options, self._decode)
+            self._engine = Engine(self.model, self.tokenizer, self.engine_config, self.options, self._decode,
+                                  draft=self.draft, draft_model=self.draft_model)
         return self._engine
+
+    def set_draft(self, draft: str | DraftConfig | None, dtype: str | torch.dtype | None = None) -> None:
+        """Speculative decoding from now on: `ngram[:k]` (prompt lookup), a draft model directory (`DIR[:k]`, any
+        --model value sharing this model's tokenizer), or None (off). Greedy output is unchanged by it."""
+        cfg = parse_draft(draft)
+        model = None
+        if cfg is not None and cfg.kind == "model":
+            if self.draft is not None and self.draft.path == cfg.path and self.draft_model is not None:
+                model = self.draft_model
+            else:
+                model = _load_draft_model(cfg.path, dtype or self.dtype, self)
+        self.draft, self.draft_model = cfg, model
+        self._engine = None
 
     def reset_engine(self, **changes: Any) -> Engine:
         """Rebuild the engine (e.g. after compression changed the model, or for a larger KV cache)."""
@@ -246,6 +265,9 @@ class LLM:
         timings = {"t_pre": t_pre, "t_prefill": tm.t_prefill, "t_decode": tm.t_decode, "t_post": tm.t_post,
                    "ttft": tm.ttft or 0.0, "wall": (tm.finished or time.perf_counter()) - t0,
                    "cached_prompt_tokens": float(s.num_cached_prompt)}
+        if s.num_verifies:
+            timings.update(spec_draft_tokens=float(s.num_draft_tokens), spec_accepted_tokens=float(s.num_accepted_tokens),
+                           spec_verifies=float(s.num_verifies))
         return GenerationOutput(text=text, token_ids=list(s.output_ids), prompt_token_ids=list(s.prompt_ids),
                                 finish_reason=s.finish_reason, timings=timings)
 
@@ -273,12 +295,28 @@ class LLM:
             tmp, self.config, self.model.state_dict(), self.tokenizer, self.recipe, source={"model": self.source}))
 
 
+def _load_draft_model(path: str, dtype: str | torch.dtype, target: LLM) -> nn.Module:
+    """Load a draft model and check it speaks the target's tokens (same vocabulary, same token ids)."""
+    from llmspeed.compress.api import restore_structure
+    from llmspeed.models.loading import load_model
+
+    loaded = load_model(path, dtype, restore=restore_structure)
+    a, b = loaded.tokenizer.tok.get_vocab(with_added_tokens=True), target.tokenizer.tok.get_vocab(with_added_tokens=True)
+    dv, tv = loaded.model.config.vocab_size, target.config.vocab_size  # type: ignore[union-attr]
+    if a != b or dv != tv:
+        raise ValueError(f"draft model {path} has another tokenizer or vocabulary than the target "
+                         f"({len(a)} tokens / {dv} logits vs {len(b)} / {tv}): a draft must share the tokenizer")
+    prepare_model(loaded.model, runtime_options(loaded.recipe))
+    return loaded.model
+
+
 def load(model: str | Path = "default", dtype: str | torch.dtype = "float32", threads: int | None = None,
          engine_config: EngineConfig | None = None, prefill: str | None = None, recipe: Any = None,
-         tp: int = 1, device: str | torch.device = "cpu") -> LLM:
+         tp: int = 1, device: str | torch.device = "cpu", draft: str | DraftConfig | None = None) -> LLM:
     """Load `default`, a Hugging Face directory, a .gguf file or an llmspeed-saved directory (models/spec.py).
 
     `prefill`: the quantized linears' prefill path (`auto` measures per machine; default $LLMSPEED_PREFILL or auto).
+    `draft`: speculative decoding, `ngram[:k]` or a draft model directory (`LLM.set_draft`).
     `recipe`: compress right after loading. A GGUF source taken as shipped (`default`) is then read in its float32
     form, since its Linears are already int4 and the recipe's steps act on float weights; `default:native` keeps
     the shipped blocks and stacks the recipe on them.
@@ -290,6 +328,9 @@ def load(model: str | Path = "default", dtype: str | torch.dtype = "float32", th
 
     dev = resolve_device(device)
     dtype = resolve_dtype(dtype, dev)
+    if draft is not None and (tp != 1 or dev.type != "cpu"):
+        raise ValueError("--draft (speculative decoding) runs in one process on the CPU for now; "
+                         "it cannot be combined with --tp or a CUDA --device")
     if tp != 1:
         if recipe:
             raise ValueError(f"--tp shards float weights; the recipe {recipe} cannot be sharded")
@@ -311,6 +352,7 @@ def load(model: str | Path = "default", dtype: str | torch.dtype = "float32", th
     llm = LLM(loaded.model, loaded.tokenizer, loaded.recipe, loaded.source, engine_config, prefill)
     if recipe:
         llm.compress_(recipe)  # on the CPU; the result moves to the device below
+    llm.set_draft(draft)
     if dev.type != "cpu":
         llm.to_device(dev)
     llm.load_args = {"model": str(model), "dtype": dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch."),

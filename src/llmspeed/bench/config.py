@@ -55,6 +55,7 @@ class BenchConfig:
     timeout_s: float = 3600.0  # per subprocess
     calibrate: bool = True  # measure bandwidth/FLOP/s if not cached (else use the cache or nothing)
     plots: bool = True
+    draft: str | None = None  # speculative decoding on the llmspeed rows (runtime/spec/config.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -81,6 +82,9 @@ class BenchConfig:
         if not self.scenarios:
             raise ValueError("give at least one scenario")
         self.scenario_list()  # validates names
+        from llmspeed.runtime.spec.config import parse_draft
+
+        parse_draft(self.draft)
         check_writable(Path(self.out))
 
     def scenario_list(self) -> list[Scenario]:

@@ -12,17 +12,19 @@ from llmspeed.bench.measure import RunResult, path_size
 class EngineBackend:
     engine = "llmspeed"
 
-    def __init__(self, spec: str, recipe: str | None = None, tp: int = 1, device: str = "cpu") -> None:
+    def __init__(self, spec: str, recipe: str | None = None, tp: int = 1, device: str = "cpu",
+                 draft: str | None = None) -> None:
         self.spec = spec
         self.recipe = recipe
         self.tp = tp  # tensor-parallel ranks: this worker is rank 0 (its RSS is rank 0's)
         self.device = device
+        self.draft = draft
         self.llm: Any = None
 
     def load(self) -> None:
         import llmspeed
 
-        self.llm = llmspeed.load(self.spec, recipe=self.recipe, tp=self.tp, device=self.device)
+        self.llm = llmspeed.load(self.spec, recipe=self.recipe, tp=self.tp, device=self.device, draft=self.draft)
 
     def close(self) -> None:
         """Stop a tensor-parallel group's followers."""
@@ -81,7 +83,10 @@ class EngineBackend:
         return RunResult(ttft_s=first - t0, e2e_s=end - t0, tokens_per_seq=[len(s.output_ids) for s in seqs],
                          t_decode=max(s.timings.t_decode for s in seqs),
                          stages={"t_pre": t_pre, "t_prefill": tm.t_prefill, "t_decode": tm.t_decode,
-                                 "t_post": tm.t_post})
+                                 "t_post": tm.t_post},
+                         spec={"draft_tokens": sum(s.num_draft_tokens for s in seqs),
+                               "accepted_tokens": sum(s.num_accepted_tokens for s in seqs),
+                               "verifies": sum(s.num_verifies for s in seqs)} if self.draft else {})
 
     def quality(self, max_tokens: int) -> dict[str, Any]:
         try:

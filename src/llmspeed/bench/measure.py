@@ -21,6 +21,7 @@ class RunResult:
     tokens_per_seq: list[int]  # completion tokens each request produced
     t_decode: float | None = None  # engine decode time (None: derive as e2e - ttft)
     stages: dict[str, float] = field(default_factory=dict)  # t_pre, t_prefill, t_decode, t_post if known
+    spec: dict[str, float] = field(default_factory=dict)  # speculative decoding: draft/accepted tokens, verifies
 
 
 def stats(xs: Sequence[float]) -> dict[str, float]:
@@ -73,6 +74,12 @@ def run_scenario(run: Callable[[Scenario, int], RunResult], sc: Scenario, repeat
             out["achieved_gbs"] = statistics.median(gbs)
             if bandwidth_gbs:
                 out["pct_of_bandwidth"] = 100 * out["achieved_gbs"] / bandwidth_gbs
+    spec_runs = [r.spec for r in runs if r.spec]
+    if spec_runs:
+        n_d, n_a, n_v = (sum(s[k] for s in spec_runs) for k in ("draft_tokens", "accepted_tokens", "verifies"))
+        out["speculative"] = {"draft_tokens": n_d, "accepted_tokens": n_a, "verifies": n_v,
+                              "acceptance_rate": n_a / n_d if n_d else 0.0,
+                              "mean_accepted_len": (n_a + n_v) / n_v if n_v else 0.0}
     stage_runs = [r.stages for r in runs if r.stages]
     if stage_runs:
         out["stages"] = {k: statistics.median(s[k] for s in stage_runs) for k in stage_runs[0]}

@@ -105,6 +105,14 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{_fmt(_med(r, sc, 'e2e_s'), '.3f')} | {_fmt(_med(r, sc, 'tok_s'))} | "
                 f"{_fmt(_med(r, sc, 'decode_tok_s'))} | {_fmt(s.get('achieved_gbs'), '.2f')} | "
                 f"{_fmt(s.get('pct_of_bandwidth'), '.0f')} | {'yes' if s['tokens_ok'] else 'NO'} |")
+    spec_lines = [f"| {r['label']} | {sc} | {s['acceptance_rate']:.0%} | {s['mean_accepted_len']:.2f} | "
+                  f"{s['draft_tokens']:.0f} |"
+                  for r in report["rows"] if r.get("status") == "ok" for sc in report["scenarios"]
+                  if (s := ((r["scenarios"].get(sc) or {}).get("speculative")))]
+    if spec_lines:
+        lines += ["", "Speculative decoding (timed runs):", "",
+                  "| row | scenario | acceptance | mean accepted length | proposed tokens |", "|---|---|---:|---:|---:|",
+                  *spec_lines]
     lines += ["", "| row | size MB | peak RSS MB | load s | quality |", "|---|---:|---:|---:|---|"]
     for r in report["rows"]:
         if r.get("status") == "ok":

@@ -57,13 +57,13 @@ def calibration(cfg: BenchConfig) -> dict[str, Any] | None:
     return None
 
 
-def _label(engine: str, model: str, recipe: str | None = None) -> str:
+def _label(engine: str, model: str, recipe: str | None = None, draft: str | None = None) -> str:
     name = "default" if model == "default" else Path(model).name
     if engine == "hf":
         return f"HF transformers eager fp32 ({name})"
     if engine == "llamacpp":
         return f"llama.cpp ({name})"
-    return f"llmspeed {name}" + (f" +{recipe}" if recipe else "")
+    return f"llmspeed {name}" + (f" +{recipe}" if recipe else "") + (f" draft {draft}" if draft else "")
 
 
 def plan(cfg: BenchConfig) -> list[dict[str, Any]]:
@@ -75,8 +75,8 @@ def plan(cfg: BenchConfig) -> list[dict[str, Any]]:
               "prompt_len": cfg.prompt_len, "new_tokens": cfg.new_tokens, "threads": cfg.threads,
               "quality": cfg.quality, "quality_max_tokens": cfg.quality_max_tokens}
     jobs: list[dict[str, Any]] = [
-        {"label": _label("llmspeed", m) + (f" --tp {cfg.tp}" if cfg.tp > 1 else ""), "kind": "model",
-         "spec": {**common, "engine": "llmspeed", "model": m, "tp": cfg.tp, "device": cfg.device}}
+        {"label": _label("llmspeed", m, draft=cfg.draft) + (f" --tp {cfg.tp}" if cfg.tp > 1 else ""), "kind": "model",
+         "spec": {**common, "engine": "llmspeed", "model": m, "tp": cfg.tp, "device": cfg.device, "draft": cfg.draft}}
         for m in cfg.models]
     for base in cfg.baselines:
         if base == "none":

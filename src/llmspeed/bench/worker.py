@@ -22,7 +22,8 @@ def make_backend(spec: dict[str, Any]) -> Any:
     if engine == "llmspeed":
         from llmspeed.bench.engine_backend import EngineBackend
 
-        return EngineBackend(spec["model"], spec.get("recipe"), int(spec.get("tp", 1)), spec.get("device", "cpu"))
+        return EngineBackend(spec["model"], spec.get("recipe"), int(spec.get("tp", 1)), spec.get("device", "cpu"),
+                             spec.get("draft"))
     if engine == "hf":
         from llmspeed.bench.baselines.hf import HFBackend
 

@@ -28,6 +28,8 @@ def bench(
     out: str = typer.Option("report", "--out", help="report directory (replaced atomically at the end)"),
     quality: bool = typer.Option(False, "--quality", help="add perplexity columns from llmspeed.evaluate"),
     timeout: float = typer.Option(3600.0, "--timeout", help="seconds allowed per model subprocess"),
+    draft: str = typer.Option(None, "--draft", help="llmspeed rows decode speculatively: ngram[:k] or a draft "
+                              "model directory (rows then report acceptance rate and mean accepted length)"),
 ) -> None:
     """Benchmark models against HF transformers and llama.cpp; write report.json/.md/.html and plots."""
     from llmspeed.bench.config import BenchConfig
@@ -36,7 +38,7 @@ def bench(
     cfg = BenchConfig(models=tuple(model), baselines=tuple(baseline),
                       scenarios=tuple(s.strip() for s in scenarios.split(",") if s.strip()), repeats=repeats,
                       prompt_len=prompt_len, new_tokens=new_tokens, threads=threads, tp=tp, device=device, out=out,
-                      quality=quality, timeout_s=timeout)
+                      quality=quality, timeout_s=timeout, draft=draft)
     # SIGTERM -> SystemExit: the runner's cleanup removes its temp dir and subprocess.run kills the worker
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if sys.stderr.isatty():

@@ -13,6 +13,9 @@ ThreadsOpt = typer.Option(None, "--threads", help="torch threads (default: physi
 DeviceOpt = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N | auto (CUDA when a GPU is present)")
 DtypeOpt = typer.Option("auto", "--dtype", help="auto (float32 on cpu, bfloat16 on cuda) | float32 | bfloat16 | float16")
 TpOpt = typer.Option(1, "--tp", help="tensor-parallel ranks (processes on 127.0.0.1, torch.distributed; float weights)")
+DRAFT_HELP = ("speculative decoding: ngram[:k] (prompt lookup, k proposals per step, default 8) or a draft model "
+              "directory sharing the tokenizer (DIR[:k]); greedy output is unchanged")
+DraftOpt = typer.Option(None, "--draft", help=DRAFT_HELP)
 
 
 def read_text_file(path: Path) -> str:
@@ -28,9 +31,11 @@ def read_text_file(path: Path) -> str:
 
 
 def load_llm(model: str, dtype: str = "float32", threads: int | None = None, recipe: str | None = None,
-             tp: int = 1, device: str = "cpu"):
+             tp: int = 1, device: str = "cpu", draft: str | None = None):
     import llmspeed
+    from llmspeed.runtime.spec.config import parse_draft
 
     if tp < 1:
         raise ValueError(f"--tp must be >= 1, got {tp}")
-    return llmspeed.load(model, dtype=dtype, threads=threads, recipe=recipe, tp=tp, device=device)
+    parse_draft(draft)  # a bad --draft fails before the model loads
+    return llmspeed.load(model, dtype=dtype, threads=threads, recipe=recipe, tp=tp, device=device, draft=draft)

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from llmspeed.cli.common import DeviceOpt, DtypeOpt, ModelOpt, ThreadsOpt, TpOpt, load_llm, read_text_file
+from llmspeed.cli.common import DeviceOpt, DraftOpt, DtypeOpt, ModelOpt, ThreadsOpt, TpOpt, load_llm, read_text_file
 
 
 def register(app: typer.Typer) -> None:
@@ -34,6 +34,7 @@ def generate(
     threads: int = ThreadsOpt,
     tp: int = TpOpt,
     device: str = DeviceOpt,
+    draft: str = DraftOpt,
 ) -> None:
     """Generate text with llmspeed's engine (greedy unless --temperature)."""
     if prompt_file is not None:
@@ -42,7 +43,7 @@ def generate(
         raise ValueError("prompt is empty: pass a prompt or --prompt-file")
     if max_new_tokens <= 0:
         raise ValueError(f"--max-new-tokens must be > 0, got {max_new_tokens}")
-    llm = load_llm(model, dtype, threads, recipe, tp, device)
+    llm = load_llm(model, dtype, threads, recipe, tp, device, draft)
     try:
         _run(llm, prompt, model, as_json, dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                                               top_p=top_p, seed=seed, stop=stop or None, ignore_eos=ignore_eos,
@@ -71,3 +72,7 @@ def _run(llm: Any, prompt: str, model: str, as_json: bool, kw: dict[str, Any]) -
         f"t_pre {t['t_pre'] * 1e3:.1f} ms | t_prefill {t['t_prefill'] * 1e3:.1f} ms | "
         f"t_decode {t['t_decode'] * 1e3:.1f} ms ({1 / tpot if tpot else 0:.1f} tok/s) | "
         f"t_post {t['t_post'] * 1e3:.1f} ms\n")
+    if t.get("spec_draft_tokens"):
+        sys.stderr.write(f"[draft {llm.draft.label() if llm.draft else "?"}: {t['spec_accepted_tokens']:.0f}/{t['spec_draft_tokens']:.0f} proposed tokens "
+                         f"accepted ({t['spec_accepted_tokens'] / t['spec_draft_tokens']:.0%}), mean accepted length "
+                         f"{(t['spec_accepted_tokens'] + t['spec_verifies']) / t['spec_verifies']:.2f} per verify]\n")

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from llmspeed.cli.common import DeviceOpt, DtypeOpt, ModelOpt, ThreadsOpt
+from llmspeed.cli.common import DeviceOpt, DraftOpt, DtypeOpt, ModelOpt, ThreadsOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -31,6 +31,7 @@ def profile(
     trace: Path = typer.Option(None, "--trace", help="write a Chrome trace of the profiled decode steps"),
     recalibrate: bool = typer.Option(False, "--recalibrate", help="measure bandwidth and FLOP/s again, and the "
                                      "quantized layers' decode/prefill paths (runtime/phase.py)"),
+    draft: str = DraftOpt,
 ) -> None:
     """Profile one request: T = t_pre + t_prefill + t_decode + t_post, hot ops, roofline verdict."""
     from llmspeed.profiling.runner import ProfileConfig, run_profile
@@ -51,7 +52,7 @@ def profile(
         from llmspeed.runtime.phase import forget_plans
 
         forget_plans()
-    llm = _load(model, dtype, threads, recipe)
+    llm = _load(model, dtype, threads, recipe, draft)
     from llmspeed.util.progress import heartbeat
 
     with heartbeat("profile"):
@@ -62,10 +63,10 @@ def profile(
     render(report)
 
 
-def _load(model: str, dtype: str, threads: int | None, recipe: str | None) -> Any:
-    import llmspeed
+def _load(model: str, dtype: str, threads: int | None, recipe: str | None, draft: str | None) -> Any:
+    from llmspeed.cli.common import load_llm
 
-    return llmspeed.load(model, dtype=dtype, threads=threads, recipe=recipe)
+    return load_llm(model, dtype, threads, recipe, draft=draft)
 
 
 def render(r: dict[str, Any]) -> None:
@@ -89,6 +90,10 @@ def render(r: dict[str, Any]) -> None:
               f"{dec['achieved_gbs']:.2f} GB/s = {dec['pct_of_bandwidth']:.0f}% of {cal['bandwidth_gbs']:.1f} GB/s; "
               f"roofline {dec['roofline_ms']:.2f} ms; per-step overhead {dec['overhead_ms_per_step']:.2f} ms "
               f"({dec['overhead_pct']:.0f}%)")
+    sp = r.get("speculative")
+    if sp:
+        con.print(f"speculative ({sp['draft']}): acceptance {sp['acceptance_rate']:.0%} of {sp['draft_tokens']} "
+                  f"proposed tokens, mean accepted length {sp['mean_accepted_len']:.2f} per verify pass")
     con.print(f"prefill: {r['prefill']['gflops']:.1f} GFLOP/s = {r['prefill']['pct_of_peak']:.0f}% of peak | "
               f"machine: fp32 {cal['fp32_gflops']:.0f} GFLOP/s, bf16 {cal['bf16_gflops']:.0f} GFLOP/s")
     ops = Table(title=f"Top ops by self time (decode, per step, {r['ops']['steps']} steps profiled)")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from llmspeed.cli.common import DeviceOpt, DtypeOpt, ModelOpt, ThreadsOpt, TpOpt, load_llm
+from llmspeed.cli.common import DeviceOpt, DraftOpt, DtypeOpt, ModelOpt, ThreadsOpt, TpOpt, load_llm
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ def serve(
     tp: int = TpOpt,
     device: str = DeviceOpt,
     log_level: str = typer.Option("warning", "--log-level"),
+    draft: str = DraftOpt,
 ) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (continuous batching, caches, metrics)."""
     from llmspeed.serving.auth import resolve_api_key
@@ -72,6 +73,11 @@ def serve(
         raise ValueError(f"--lb must be one of {', '.join(LB_POLICIES)}, got {lb!r}")
     if not 0 < port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {port}")
+    from llmspeed.runtime.spec.config import parse_draft
+
+    parse_draft(draft)  # a bad --draft fails here, before any model or worker starts
+    if draft and backend == "ray":
+        raise ValueError("--draft is not supported with --backend ray yet; use the local backend (--replicas N)")
     key = resolve_api_key(api_key)
     if reports is not None and not Path(reports).expanduser().is_dir():
         raise ValueError(f"--reports must be an existing directory, got {reports!r}")
@@ -100,6 +106,8 @@ def serve(
                        "--drain-timeout", str(drain_timeout), "--log-level", log_level]
         if recipe:
             worker_args += ["--recipe", recipe]
+        if draft:
+            worker_args += ["--draft", draft]
         if threads:
             worker_args += ["--threads", str(threads)]
         worker_args += ["--device", device]
@@ -113,7 +121,7 @@ def serve(
     from llmspeed.runtime.engine import EngineConfig
     from llmspeed.serving.app import create_app
 
-    llm = load_llm(model, dtype, threads, recipe, tp, device)
+    llm = load_llm(model, dtype, threads, recipe, tp, device, draft)
     llm.reset_engine(**EngineConfig(**engine).__dict__)
     sys.stderr.write(f"llmspeed serving {name} on http://{host}:{port} (max batch {max_batch}, "
                      f"KV {kv_cache_tokens} tokens, L2 {l2.split('@')[-1]})\n")

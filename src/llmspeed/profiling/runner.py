@@ -36,7 +36,9 @@ class ProfileConfig:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
 
 
-def measure_stages(llm: Any, prompt: str, cfg: ProfileConfig) -> list[StageBreakdown]:
+def measure_stages(llm: Any, prompt: str, cfg: ProfileConfig, spec: dict[str, float] | None = None,
+                   ) -> list[StageBreakdown]:
+    """Warm-up + timed runs; `spec` (if given) sums the timed runs' speculative-decoding counters."""
     prompts = [prompt] * cfg.batch
     runs = []
     for i in range(cfg.warmup + cfg.repeats):
@@ -46,6 +48,10 @@ def measure_stages(llm: Any, prompt: str, cfg: ProfileConfig) -> list[StageBreak
             raise RuntimeError(f"engine produced {n} tokens, expected {cfg.new_tokens}")
         if i >= cfg.warmup:
             runs.append(from_timings(outs[0].timings, n))
+            if spec is not None:
+                for o in outs:
+                    for k in ("spec_draft_tokens", "spec_accepted_tokens", "spec_verifies"):
+                        spec[k] = spec.get(k, 0.0) + o.timings.get(k, 0.0)
     return runs
 
 
@@ -60,7 +66,8 @@ def run_profile(llm: Any, cfg: ProfileConfig) -> dict[str, Any]:
     """Everything `llmspeed profile` reports, as one JSON-ready dict."""
     cal = roofline.load_or_measure(cfg.recalibrate)
     prompt, n_prompt = prompt_text(llm.tokenizer, cfg.prompt_len)
-    runs = measure_stages(llm, prompt, cfg)
+    spec: dict[str, float] = {}
+    runs = measure_stages(llm, prompt, cfg, spec)
     stages = median_breakdown(runs)
     steps = max(cfg.new_tokens - 1, 0)
     step_s = stages.t_decode / steps if steps else 0.0
@@ -100,7 +107,17 @@ def run_profile(llm: Any, cfg: ProfileConfig) -> dict[str, Any]:
         "calibration": cal.to_dict(),
         "verdict": verdict.to_dict(),
         "trace": cfg.trace_path,
+        "speculative": speculative_summary(getattr(llm, "draft", None), spec),
     }
+
+
+def speculative_summary(draft: Any, counts: dict[str, float]) -> dict[str, Any] | None:
+    """Acceptance rate and mean accepted length (tokens a verified row emits per pass) of the timed runs."""
+    if draft is None:
+        return None
+    n, acc, ver = (counts.get(k, 0.0) for k in ("spec_draft_tokens", "spec_accepted_tokens", "spec_verifies"))
+    return {"draft": draft.label, "draft_tokens": int(n), "accepted_tokens": int(acc), "verifies": int(ver),
+            "acceptance_rate": acc / n if n else 0.0, "mean_accepted_len": (acc + ver) / ver if ver else 0.0}
 
 
 def _threads() -> int:

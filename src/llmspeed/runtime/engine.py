@@ -31,6 +31,8 @@ from llmspeed.runtime.output_processor import OutputProcessor
 from llmspeed.runtime.plans import prepare_model
 from llmspeed.runtime.scheduler import Batch, Scheduler
 from llmspeed.runtime.sequence import SamplingParams, Sequence
+from llmspeed.runtime.spec.config import DraftConfig
+from llmspeed.runtime.spec.decoder import SpecDecoder, SpecResult
 
 __all__ = ["Batch", "Engine", "EngineConfig", "EngineLimits", "EngineStats"]
 log = logging.getLogger(__name__)
@@ -64,17 +66,32 @@ class EngineStats:
     num_preemptions: int = 0
     num_failed: int = 0  # requests finished with reason "error" (their forward or sampling raised)
     num_steps: int = 0
+    spec_draft_tokens: int = 0  # speculative decoding: tokens proposed and verified
+    spec_accepted_tokens: int = 0  # of which the target accepted
+    spec_verify_rows: int = 0  # row-verifications with at least one proposal
 
     @property
     def kv_usage(self) -> float:
         return self.kv_blocks_used / max(self.kv_blocks_total, 1)
 
+    @property
+    def spec_acceptance_rate(self) -> float:
+        return self.spec_accepted_tokens / self.spec_draft_tokens if self.spec_draft_tokens else 0.0
+
+    @property
+    def spec_mean_accepted_len(self) -> float:
+        """Tokens a verified row emits per pass: accepted drafts + the one the target adds (1.0 = no gain)."""
+        return (self.spec_accepted_tokens + self.spec_verify_rows) / self.spec_verify_rows if self.spec_verify_rows \
+            else 0.0
+
 
 class Engine:
     def __init__(self, model: nn.Module, tokenizer: Tokenizer, config: EngineConfig | None = None,
-                 options: RuntimeOptions | None = None, decode_fn: CompiledDecode | None = None) -> None:
+                 options: RuntimeOptions | None = None, decode_fn: CompiledDecode | None = None,
+                 draft: DraftConfig | None = None, draft_model: nn.Module | None = None) -> None:
         """`options`: how the model runs (plans, int8 activations, compiled decode); `decode_fn`: a compiled decode
-        step to reuse (LLM keeps one across engines, so a rebuilt engine does not compile again)."""
+        step to reuse (LLM keeps one across engines, so a rebuilt engine does not compile again); `draft`:
+        speculative decoding (prompt lookup, or `draft_model`, a model sharing the tokenizer)."""
         self.model = model
         self.tokenizer = tokenizer
         self.config = config or EngineConfig()
@@ -97,6 +114,8 @@ class Engine:
             prepare_for_compile(model)
         self.runner = ModelRunner(model, self.kv, decode_fn)
         self.processor = OutputProcessor(self.eos_ids, self.max_model_len)
+        self.spec = None if draft is None else SpecDecoder(draft, self.runner, self.kv, self.scheduler.pool,
+                                                          self.max_model_len, draft_model)
         self.on_logits: Callable[[Batch, torch.Tensor], None] | None = None  # sees each step's [B, V] logits
         self.num_failed = 0
         self._num_steps = 0
@@ -141,9 +160,15 @@ class Engine:
         batch = self.scheduler.schedule()
         if batch is not None:
             t0 = time.perf_counter()
-            results = self.runner.execute(batch, self.on_logits)  # per row: a token id, or why it failed
-            self._update(batch, results, time.perf_counter() - t0)
+            if (self.spec is not None and not batch.is_prefill and self.on_logits is None
+                    and self.spec.propose(batch)):  # a verify step: last token + drafts of every row, one pass
+                self._update_spec(batch, self.spec.execute(batch), time.perf_counter() - t0)
+            else:
+                results = self.runner.execute(batch, self.on_logits)  # per row: a token id, or why it failed
+                self._update(batch, results, time.perf_counter() - t0)
             done = batch.seqs + done
+            if self.spec is not None:
+                self.spec.forget(done)
         self._num_steps += 1
         self._publish_stats()
         return done
@@ -163,13 +188,38 @@ class Engine:
         self.processor.process(ok, tokens, batch.is_prefill, seconds, now)
         self.scheduler.free(batch.seqs)
 
+    def _update_spec(self, batch: Batch, results: list[SpecResult], seconds: float) -> None:
+        """A verify step: each row appends its emitted tokens one by one (stopping where it finishes); its K/V is
+        then valid up to the last emitted token, and what was written past it is rolled back."""
+        assert self.spec is not None
+        now = time.perf_counter()
+        for seq, r in zip(batch.seqs, results, strict=True):
+            if isinstance(r, Exception):
+                self.processor.fail(seq, r)
+                self.num_failed += 1
+                self.spec.finish_row(seq, 0)
+                continue
+            seq.timings.t_decode += seconds
+            emitted = 0
+            for tok in r:
+                self.processor.append_token(seq, tok, now)
+                emitted += 1
+                if seq.finished:
+                    break
+            seq.num_computed = seq.num_tokens - 1  # the last emitted token is computed next step
+            self.spec.finish_row(seq, emitted)
+        self.scheduler.free(batch.seqs)
+
     def _publish_stats(self) -> None:
         sched, pool = self.scheduler, self.scheduler.pool
         self._stats = EngineStats(
             num_waiting=len(sched.waiting), num_running=len(sched.running), kv_blocks_used=pool.num_used,
             kv_blocks_total=len(pool.blocks), prefix_cache_hit_tokens=pool.prefix_hit_tokens,
             prefix_cache_query_tokens=pool.prefix_query_tokens, num_preemptions=sched.num_preemptions,
-            num_failed=self.num_failed, num_steps=self._num_steps)
+            num_failed=self.num_failed, num_steps=self._num_steps,
+            spec_draft_tokens=self.spec.num_draft_tokens if self.spec else 0,
+            spec_accepted_tokens=self.spec.num_accepted_tokens if self.spec else 0,
+            spec_verify_rows=self.spec.num_verify_rows if self.spec else 0)
 
     def run_until_done(self, seqs: list[Sequence]) -> None:
         for s in seqs:

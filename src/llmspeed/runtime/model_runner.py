@@ -38,9 +38,9 @@ class ModelRunner:
     def build_inputs(self, seqs: list[Sequence]) -> tuple[torch.Tensor, AttnBatch, torch.Tensor]:
         """(ids [B, T], attention metadata, index of each row's last new token [B])."""
         B = len(seqs)
-        news = [s.all_ids[s.num_computed:] for s in seqs]
+        news = [s.all_ids[s.num_computed:] + s.draft_ids for s in seqs]  # drafts: verified after the last token
         T = max(len(n) for n in news)
-        lens = [s.num_tokens for s in seqs]
+        lens = [s.num_tokens + len(s.draft_ids) for s in seqs]
         S = max(lens)
         bs = self.kv.block_size
         if T == 1 and B == 1:  # the hot path: one decode token, no padding, often contiguous blocks
@@ -62,9 +62,9 @@ class ModelRunner:
             n, start = len(new), s.num_computed
             ids[b, :n] = torch.tensor(new)
             pos[b, :n] = torch.arange(start, start + n)
-            slots = self.kv.slots_for(s.block_table, 0, s.num_tokens)
+            slots = self.kv.slots_for(s.block_table, 0, lens[b])
             slot_map[b, :n] = torch.tensor(slots[start:])
-            gather[b, : s.num_tokens] = torch.tensor(slots)
+            gather[b, : lens[b]] = torch.tensor(slots)
         uniform_decode = T == 1 and min(lens) == S  # every row attends to all S keys: no mask needed
         # fresh equal-length prompts (no cached prefix, no padding): plain causal attention over the new tokens
         fresh = T > 1 and all(s.num_computed == 0 and len(n) == T for s, n in zip(seqs, news, strict=True))
@@ -91,6 +91,11 @@ class ModelRunner:
                 n = int(last[b]) + 1
                 s.prompt_logprobs = prompt_logprobs(full[b, :n], ids[b, :n], s.params.prompt_logprobs or 0)
         return full[torch.arange(len(batch.seqs), device=full.device), last]  # [B, V]: what the sampler sees
+
+    def forward_all(self, batch: Batch) -> torch.Tensor:
+        """[B, T, V] logits of every new token of each row (a verify pass: last token + drafts); eager path."""
+        ids, meta, _last = self.build_inputs(batch.seqs)
+        return self.model(ids, meta, self.kv.layers)  # [B, T, V]
 
     @staticmethod
     def sample(seqs: list[Sequence], logits: torch.Tensor) -> list[RowResult]:

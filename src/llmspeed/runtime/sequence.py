@@ -107,6 +107,14 @@ class Sequence:
         self.ended_on_eos = False  # the last output id is an EOS token (not part of the text)
         self.error: str | None = None  # why the request failed (finish_reason "error")
         self._emitted = 0  # chars of text already handed out by pop_text
+        # speculative decoding (runtime/spec): this step's proposed tokens (verified after the last token) and,
+        # for a draft model, their draft distributions [k, V]; the proposer's per-request state; counters
+        self.draft_ids: list[int] = []
+        self.draft_probs: torch.Tensor | None = None
+        self.spec_state: object | None = None
+        self.num_draft_tokens = 0  # tokens proposed and verified
+        self.num_accepted_tokens = 0  # of which accepted
+        self.num_verifies = 0  # verify passes this request took part in with at least one draft
         self.prompt_logprobs: list[TokenLogprob | None] | None = None  # set by the prefill (params.prompt_logprobs)
         self.output_logprobs: list[TokenLogprob] = []  # one per output id (params.logprobs)
 
