@@ -73,6 +73,7 @@ def _run(llm: Any, prompt: str, model: str, as_json: bool, kw: dict[str, Any]) -
         f"t_decode {t['t_decode'] * 1e3:.1f} ms ({1 / tpot if tpot else 0:.1f} tok/s) | "
         f"t_post {t['t_post'] * 1e3:.1f} ms\n")
     if t.get("spec_draft_tokens"):
-        sys.stderr.write(f"[draft {llm.draft.label() if llm.draft else "?"}: {t['spec_accepted_tokens']:.0f}/{t['spec_draft_tokens']:.0f} proposed tokens "
+        label = llm.draft.label if llm.draft else "?"
+        sys.stderr.write(f"[draft {label}: {t['spec_accepted_tokens']:.0f}/{t['spec_draft_tokens']:.0f} proposed tokens "
                          f"accepted ({t['spec_accepted_tokens'] / t['spec_draft_tokens']:.0%}), mean accepted length "
                          f"{(t['spec_accepted_tokens'] + t['spec_verifies']) / t['spec_verifies']:.2f} per verify]\n")

@@ -29,6 +29,8 @@ def profile(
     device: str = DeviceOpt,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     trace: Path = typer.Option(None, "--trace", help="write a Chrome trace of the profiled decode steps"),
+    name_kernels: bool = typer.Option(False, "--name-kernels", help="compile decode graphs with inductor's kernel "
+                                      "profiling so their fused C++ kernels count as named compute (a slower build)"),
     recalibrate: bool = typer.Option(False, "--recalibrate", help="measure bandwidth and FLOP/s again, and the "
                                      "quantized layers' decode/prefill paths (runtime/phase.py)"),
     draft: str = DraftOpt,
@@ -45,9 +47,11 @@ def profile(
                         trace_path=str(trace) if trace else None, recalibrate=recalibrate)
     if trace is not None and not trace.parent.exists():
         raise FileNotFoundError(f"--trace directory does not exist: {trace.parent}")
-    # a compiled decode graph's C++ kernels then show up in the profiler as `cpp_fused_*` compute ops (instead
-    # of hiding in the graph call's self time, which would count as overhead)
-    os.environ.setdefault("TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE", "1")
+    if name_kernels:
+        # a compiled decode graph's C++ kernels then show up in the profiler as `cpp_fused_*` compute ops (instead of
+        # hiding in the graph call's self time, counted as overhead); off by default: the instrumented package is
+        # another, slower build (measured 13.8 vs 8.3 ms a step with `speed`), so T would not be the served step's
+        os.environ["TORCHINDUCTOR_CPP_ENABLE_KERNEL_PROFILE"] = "1"
     if recalibrate:
         from llmspeed.runtime.phase import forget_plans
 
