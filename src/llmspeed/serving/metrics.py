@@ -37,10 +37,11 @@ class _EngineCollector(Collector):
         yield _counter("llmspeed:num_preemptions", "requests preempted for lack of KV blocks", st.num_preemptions)
         yield _counter("llmspeed:request_failures", "requests failed in the engine (the rest of their batch ran on)",
                        st.num_failed)
-        yield _counter("llmspeed:spec_decode_num_draft_tokens", "speculative decoding: tokens proposed and verified",
-                       st.spec_draft_tokens)
-        yield _counter("llmspeed:spec_decode_num_accepted_tokens", "speculative decoding: proposed tokens accepted",
-                       st.spec_accepted_tokens)
+        if getattr(lp.engine, "spec", None) is not None:  # only a server with --draft has these (dashboard: n/a)
+            yield _counter("llmspeed:spec_decode_num_draft_tokens", "speculative decoding: tokens proposed and verified",
+                           st.spec_draft_tokens)
+            yield _counter("llmspeed:spec_decode_num_accepted_tokens", "speculative decoding: proposed tokens accepted",
+                           st.spec_accepted_tokens)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
