@@ -325,7 +325,11 @@ def load(model: str | Path = "default", dtype: str | torch.dtype = "float32", th
     `device`: cpu, cuda, cuda:N or auto (runtime/device.py); `dtype="auto"`: float32 on the CPU, bfloat16 on CUDA.
     """
     from llmspeed.runtime.device import resolve_device, resolve_dtype
+    from llmspeed.runtime.spec.config import parse_draft
 
+    if tp < 1:
+        raise ValueError(f"--tp must be >= 1, got {tp}")
+    parse_draft(draft)  # a bad draft spec fails before any loading
     dev = resolve_device(device)
     dtype = resolve_dtype(dtype, dev)
     if draft is not None and (tp != 1 or dev.type != "cpu"):
@@ -364,35 +368,12 @@ def _load_tensor_parallel(model: str, dtype: str | torch.dtype, tp: int, threads
                           engine_config: EngineConfig | None, prefill: str | None, device: torch.device) -> LLM:
     """Rank 0 of a tensor-parallel group gets an `LLM` over a `TPDriver`; a torchrun follower never returns."""
     import atexit
-    import sys
 
-    from llmspeed.models.sharded import check_tp, load_shard, saved_config
-    from llmspeed.models.spec import model_dir, parse_model_spec
-    from llmspeed.runtime.threads import set_threads
-    from llmspeed.runtime.tp import TPDriver, follow
-    from llmspeed.runtime.tp_launch import rank_device, start_group
+    from llmspeed.runtime.tp import TPDriver
+    from llmspeed.runtime.tp_launch import load_rank
 
-    if tp < 1:
-        raise ValueError(f"--tp must be >= 1, got {tp}")
     dtype_name = dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
-    check_tp(saved_config(model_dir(parse_model_spec(model))), tp)  # before any process starts
-    launched = start_group(model, dtype_name, tp, threads, device)
-    dev = rank_device(device, launched.tp.rank)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)  # nccl: one GPU per rank
-    try:
-        set_threads(threads or max(1, (os.cpu_count() or 1) // tp))
-        loaded = load_shard(model, dtype_name, launched.tp)
-        loaded.model.to(dev)
-        launched.join()
-    except BaseException:
-        launched.kill()
-        raise
-    if launched.tp.rank != 0:  # torchrun: this rank serves rank 0's forwards, then the process ends
-        prepare_model(loaded.model, runtime_options([], prefill))
-        follow(loaded.model, launched.tp, dev)
-        launched.shutdown()
-        sys.exit(0)
+    loaded, launched, dev = load_rank(model, dtype_name, tp, threads, device)
     llm = LLM(TPDriver(loaded.model, launched.tp, dev), loaded.tokenizer, [], loaded.source, engine_config, prefill)
     llm.tp = launched
     atexit.register(llm.close)

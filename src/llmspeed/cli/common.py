@@ -33,9 +33,5 @@ def read_text_file(path: Path) -> str:
 def load_llm(model: str, dtype: str = "float32", threads: int | None = None, recipe: str | None = None,
              tp: int = 1, device: str = "cpu", draft: str | None = None):
     import llmspeed
-    from llmspeed.runtime.spec.config import parse_draft
 
-    if tp < 1:
-        raise ValueError(f"--tp must be >= 1, got {tp}")
-    parse_draft(draft)  # a bad --draft fails before the model loads
     return llmspeed.load(model, dtype=dtype, threads=threads, recipe=recipe, tp=tp, device=device, draft=draft)

@@ -21,11 +21,15 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
 from llmspeed.layers.parallel import TPGroup
+
+if TYPE_CHECKING:
+    from llmspeed.models.loading import Loaded
 
 log = logging.getLogger(__name__)
 GROUP_TIMEOUT = datetime.timedelta(days=7)  # an idle server's followers wait in a broadcast for the next request
@@ -119,6 +123,38 @@ def start_group(model: str, dtype: str, world: int, threads: int | None, device:
         procs.append(subprocess.Popen([sys.executable, "-m", "llmspeed.runtime.tp_launch", json.dumps(spec)],
                                       env=env_r))
     return Launched(TPGroup(0, world), procs, store=store, device=device)
+
+
+def load_rank(model: str, dtype: str, world: int, threads: int | None,
+              device: torch.device) -> tuple[Loaded, Launched, torch.device]:
+    """Start (or, under torchrun, join) the group and load this rank's shard. Rank 0 gets (shard, group, device);
+    a torchrun follower serves rank 0's forwards here and then ends the process."""
+    from llmspeed.models.sharded import check_tp, load_shard, saved_config
+    from llmspeed.models.spec import model_dir, parse_model_spec
+    from llmspeed.runtime.options import RuntimeOptions
+    from llmspeed.runtime.plans import prepare_model
+    from llmspeed.runtime.threads import set_threads
+    from llmspeed.runtime.tp import follow
+
+    check_tp(saved_config(model_dir(parse_model_spec(model))), world)  # before any process starts
+    launched = start_group(model, dtype, world, threads, device)
+    dev = rank_device(device, launched.tp.rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # nccl: one GPU per rank
+    try:
+        set_threads(threads or max(1, (os.cpu_count() or 1) // world))
+        loaded = load_shard(model, dtype, launched.tp)
+        loaded.model.to(dev)
+        launched.join()
+    except BaseException:
+        launched.kill()
+        raise
+    if launched.tp.rank != 0:  # torchrun: this rank serves rank 0's forwards, then the process ends
+        prepare_model(loaded.model, RuntimeOptions(prefill="fp32"))  # as a spawned follower (float weights only)
+        follow(loaded.model, launched.tp, dev)
+        launched.shutdown()
+        sys.exit(0)
+    return loaded, launched, dev
 
 
 def _wait_ready(store: dist.TCPStore, procs: list[subprocess.Popen]) -> None:
