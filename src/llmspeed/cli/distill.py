@@ -119,6 +119,11 @@ def distill(
     session = SessionConfig(time_budget=time_budget, checkpoint_every=checkpoint_every,
                             keep_checkpoints=keep_checkpoints)
     load_teacher = functools.lru_cache(maxsize=1)(_load_model)  # one load per invocation, shared by the steps
+    from llmspeed.models.spec import float_source
+
+    # the student is trained in float: a GGUF taken as shipped (`default` = int4 blocks) teaches in its float32
+    # form, as a recipe reads it; an explicit `:native` keeps the int4 teacher
+    teacher = float_source(teacher)
     cfg = _config(teacher, student_config, fields, load_teacher)
     ckpt_dir = checkpoint_dir or default_ckpt_dir(out)
     ranks = torchrun_env()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from llmspeed.runtime.engine import Engine, EngineLimits, EngineStats
 from llmspeed.runtime.sequence import SamplingParams, Sequence
+from llmspeed.runtime.threads import release_openmp_workers
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,10 @@ class EngineLoop:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="llmspeed-engine", daemon=True)
             self._thread.start()
+            # the engine thread alone runs the model from now on: the caller (which loaded and warmed it) hands
+            # back its OpenMP workers, else libgomp's throttled spinning makes every parallel kernel 2-4x slower
+            # (runtime/threads.py)
+            release_openmp_workers()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()

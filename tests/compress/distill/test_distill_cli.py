@@ -120,3 +120,25 @@ def test_bad_values_exit_2(tiny4: Path, tmp_path: Path, capsys: pytest.CaptureFi
         _one_error_line(capsys, msg)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_a_shipped_int4_teacher_teaches_in_its_float_form(tiny4: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--teacher default` (the GGUF as shipped: int4 blocks) is read as `default:fp32`: a student is trained in
+    float, and one saved with the teacher's int4 recipe could not even be loaded back."""
+    from llmspeed.cli import distill as cli_distill
+    from llmspeed.models.loading import load_model
+
+    asked: list[str] = []
+
+    def fake_load(spec: str):  # the tiny model stands in for the embedded one
+        asked.append(spec)
+        return load_model(tiny4)
+
+    monkeypatch.setattr(cli_distill, "_load_model", fake_load)
+    out = tmp_path / "student"
+    assert main(["distill", "--teacher", "default", "--student-layers", "2", "--keep", "every-k", "--out", str(out),
+                 "--max-steps", "0", *FAST]) == 0
+    assert asked and set(asked) == {"default:fp32"}
+    assert json.loads((out / "recipe.json").read_text())["distill"]["teacher"] == "default:fp32"
+    assert llmspeed.load(out).config.n_layers == 2
