@@ -142,6 +142,11 @@ class LLM:
         self._engine = None
         return self.engine
 
+    def set_compile(self, cfg: CompileConfig | None) -> None:
+        """Compiled decode from the next engine on (None: eager), e.g. `CompileConfig(background=True)`."""
+        self.options = dataclasses.replace(self.options, compile=cfg)
+        self._engine = None
+
     def close(self) -> None:
         """Stop a tensor-parallel group's followers (idempotent; a no-op for one process)."""
         if self.tp is not None:

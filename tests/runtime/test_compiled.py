@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 
 import pytest
 import torch
@@ -153,3 +154,45 @@ def test_every_llmspeed_op_has_a_c_shim_and_the_shipped_form_compiles(tiny_model
     llm.reset_engine()
     assert _greedy(llm, PROMPTS, 12) == eager_out
     assert llm.engine.decode_fn.runner == "aot"
+
+
+def test_background_compile_decodes_eager_until_the_package_is_ready(tiny_model_dir, monkeypatch, tmp_path) -> None:
+    """`background=True` (what `serve` uses): a bucket whose package is not built yet decodes eager while a builder
+    thread compiles it; later steps of that bucket run the package. Greedy output is the same throughout."""
+    from llmspeed.runtime import compiled
+
+    monkeypatch.setattr(compiled, "cache_dir", lambda kind="inductor": tmp_path / kind)  # a cold package cache
+    release = threading.Event()
+    real_compile = aot.compile_package
+    builder: list[str] = []
+
+    def held_compile(*a: object, **k: object) -> None:
+        builder.append(threading.current_thread().name)
+        assert release.wait(120)
+        real_compile(*a, **k)
+
+    monkeypatch.setattr(aot, "compile_package", held_compile)
+    llm = _load(tiny_model_dir, CompileConfig(bucket=BUCKET, background=True))
+    ref = _greedy(_load(tiny_model_dir, None), PROMPTS[1:], 10)  # "O Romeo" + 10 tokens: one KV bucket of 16
+    fn = llm.engine.decode_fn
+    assert _greedy(llm, PROMPTS[1:], 10) == ref  # the compile is held: every decode step ran eager
+    assert fn._aot == {} and fn.builds is not None and fn.builds.num_pending == 1
+    release.set()
+    fn.builds.wait(300)
+    assert builder and builder[0].startswith("llmspeed-aot")  # compiled off the decode thread
+    assert _greedy(llm, PROMPTS[1:], 10) == ref
+    assert len(fn._aot) == 1 and fn.runner == "aot"  # the package ran
+    assert list((tmp_path / "aoti").glob("*.pt2"))
+
+
+def test_background_compile_failure_keeps_the_bucket_eager(tiny_model_dir, monkeypatch, caplog) -> None:
+    def broken(*_a: object, **_k: object) -> None:
+        raise RuntimeError("cannot export this model")
+
+    monkeypatch.setattr(aot, "export_and_locate", broken)
+    llm = _load(tiny_model_dir, CompileConfig(bucket=BUCKET, background=True))
+    with caplog.at_level(logging.WARNING, logger="llmspeed.runtime.aot_builds"):
+        out = _greedy(llm, PROMPTS[1:], 8)
+    assert out == _greedy(_load(tiny_model_dir, None), PROMPTS[1:], 8)
+    assert llm.engine.decode_fn.runner == "aot" and llm.engine.decode_fn._aot == {}  # eager, no dynamo compile
+    assert sum("cannot export this model" in r.getMessage() for r in caplog.records) == 1  # tried once per bucket

@@ -10,6 +10,7 @@ import time
 
 import httpx
 import openai
+import pytest
 
 from llmspeed.serving.server import bind_socket
 
@@ -20,7 +21,7 @@ def test_serve_cli_end_to_end(tiny_model_dir, tmp_path) -> None:
     sock.close()
     cmd = [sys.executable, "-m", "llmspeed.cli.main", "serve", "--model", str(tiny_model_dir("llama")),
            "--port", str(port), "--threads", "1", "--served-model-name", "tiny", "--kv-cache-tokens", "2048",
-           "--cache-l2", f"sqlite:{tmp_path / 'r.sqlite'}"]
+           "--cache-l2", f"sqlite:{tmp_path / 'r.sqlite'}", "--compile", "off"]
     proc = subprocess.Popen(cmd, env=os.environ | {"LLMSPEED_API_KEY": "cli-key"}, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -54,6 +55,21 @@ def test_serve_cli_bad_args_one_line_error() -> None:
     assert main(["serve", "--cache-policy", "random", "--model", "/nonexistent"]) == 2
     assert main(["serve", "--backend", "k8s"]) == 2
     assert main(["serve", "--lb", "random", "--replicas", "2"]) == 2
+    assert main(["serve", "--compile", "sometimes"]) == 2
+
+
+@pytest.mark.parametrize(("flags", "background"), [([], True), (["--compile", "on"], False),
+                                                   (["--compile", "off"], None)])
+def test_serve_compiles_decode_in_the_background_by_default(tiny_model_dir, monkeypatch, flags, background) -> None:
+    """No flags: the engine gets a compiled decode step that builds its graphs off the decode thread."""
+    from llmspeed.cli.main import main
+    from llmspeed.serving import server
+
+    apps = []
+    monkeypatch.setattr(server, "serve_forever", lambda app, *_a, **_k: apps.append(app))
+    assert main(["serve", "--model", str(tiny_model_dir("llama")), "--cache-l2", "none", *flags]) == 0
+    fn = apps[0].state.engine_loop.engine.decode_fn
+    assert (None if fn is None else fn.cfg.background) == background
 
 
 def test_serve_takes_the_same_model_values_in_every_mode(tmp_path, capsys) -> None:

@@ -38,7 +38,7 @@ def test_sigterm_under_load_completes_every_admitted_request(tiny_model_dir) -> 
     sock.close()
     cmd = [sys.executable, "-m", "llmspeed.cli.main", "serve", "--model", str(tiny_model_dir("llama")),
            "--port", str(port), "--threads", "1", "--served-model-name", "tiny", "--kv-cache-tokens", "4096",
-           "--max-batch", "4", "--cache-l1", "0", "--cache-l2", "none", "--drain-timeout", "120"]
+           "--max-batch", "4", "--cache-l1", "0", "--cache-l2", "none", "--drain-timeout", "120", "--compile", "off"]
     proc = subprocess.Popen(cmd, env=os.environ | {"LLMSPEED_API_KEY": API_KEY}, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     n, new_tokens = 8, 230  # 8 requests over a batch of 4: half of them are queued when SIGTERM arrives

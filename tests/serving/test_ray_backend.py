@@ -24,7 +24,7 @@ def test_ray_backend_serves_openai_api(tiny_model_dir, tmp_path) -> None:
     sock.close()
     cmd = [sys.executable, "-m", "llmspeed.cli.main", "serve", "--backend", "ray", "--model",
            str(tiny_model_dir("llama")), "--port", str(port), "--threads", "1", "--served-model-name", "tiny",
-           "--cache-l2", "none", "--api-key", "ray-key", "--kv-cache-tokens", "2048"]
+           "--cache-l2", "none", "--api-key", "ray-key", "--kv-cache-tokens", "2048", "--compile", "off"]
     log = open(tmp_path / "ray.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env=os.environ | {"RAY_USAGE_STATS_ENABLED": "0"})

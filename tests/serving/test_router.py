@@ -73,7 +73,7 @@ def router(tiny_model_dir):
     from llmspeed.serving.server import ThreadedServer
 
     args = ("--model", str(tiny_model_dir("llama")), "--served-model-name", "tiny", "--threads", "1",
-            "--cache-l1", "0", "--cache-l2", "none", "--kv-cache-tokens", "4096")
+            "--cache-l1", "0", "--cache-l2", "none", "--kv-cache-tokens", "4096", "--compile", "off")
     app = create_router_app(RouterConfig(replicas=2, lb="prefix-affinity", worker_args=args, health_interval=0.3,
                                          start_timeout=120, model=str(tiny_model_dir("llama"))))
     srv = ThreadedServer(app).start(timeout=180)

@@ -21,7 +21,8 @@ def fleet(tiny_model_dir):
     from llmspeed.serving.server import ThreadedServer
 
     args = ("--model", str(tiny_model_dir("llama")), "--served-model-name", "tiny", "--threads", "1",
-            "--cache-l1", "0", "--cache-l2", "none", "--kv-cache-tokens", "4096", "--drain-timeout", "60")
+            "--cache-l1", "0", "--cache-l2", "none", "--kv-cache-tokens", "4096", "--drain-timeout", "60",
+            "--compile", "off")
     app = create_router_app(RouterConfig(replicas=2, lb="least-conn", worker_args=args, health_interval=0.3,
                                          start_timeout=120, api_key=API_KEY, drain_timeout=60,
                                          worker_env={"LLMSPEED_API_KEY": API_KEY}))

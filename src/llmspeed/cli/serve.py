@@ -55,12 +55,18 @@ def serve(
     device: str = DeviceOpt,
     log_level: str = typer.Option("warning", "--log-level"),
     draft: str = DraftOpt,
+    compile_mode: str = typer.Option(
+        "background", "--compile",
+        help="decode graphs: background (eager until each is compiled off the decode thread; cached on disk) | "
+             "on (wait for each) | off"),
 ) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (continuous batching, caches, metrics)."""
+    from llmspeed.runtime.compiled import serving_compile
     from llmspeed.serving.auth import resolve_api_key
     from llmspeed.serving.config import LB_POLICIES, ServerConfig
     from llmspeed.serving.server import serve_forever
 
+    serving_compile(None, compile_mode)  # a bad --compile fails before anything loads
     if backend not in ("local", "ray"):
         raise ValueError(f"--backend must be local or ray, got {backend!r}")
     if replicas < 1:
@@ -92,7 +98,7 @@ def serve(
     parse_model_spec(model)  # the same --model values in every mode: one process, --replicas N, --backend ray
     if backend == "ray":
         _serve_ray(model, dtype, threads, recipe, cfg, replicas, autoscale_min, autoscale_max, ray_cpus, host, port,
-                   engine)
+                   engine, compile_mode)
         return
     if replicas > 1:
         parse_model_spec(model)  # a bad --model fails here, not in N crash-looping workers
@@ -110,7 +116,7 @@ def serve(
             worker_args += ["--draft", draft]
         if threads:
             worker_args += ["--threads", str(threads)]
-        worker_args += ["--device", device]
+        worker_args += ["--device", device, "--compile", compile_mode]
         env = {"LLMSPEED_API_KEY": key} if key else {}
         rcfg = RouterConfig(replicas=replicas, lb=lb, worker_args=tuple(worker_args), api_key=key, worker_env=env,
                             model=model, drain_timeout=drain_timeout)
@@ -122,6 +128,10 @@ def serve(
     from llmspeed.serving.app import create_app
 
     llm = load_llm(model, dtype, threads, recipe, tp, device, draft)
+    if llm.tp is None and llm.device.type == "cpu":
+        llm.set_compile(serving_compile(llm.options.compile, compile_mode))
+    elif compile_mode == "on":
+        raise ValueError("--compile on: compiled decode runs on the CPU in one process (not with --tp or CUDA)")
     llm.reset_engine(**EngineConfig(**engine).__dict__)
     sys.stderr.write(f"llmspeed serving {name} on http://{host}:{port} (max batch {max_batch}, "
                      f"KV {kv_cache_tokens} tokens, L2 {l2.split('@')[-1]})\n")
@@ -132,7 +142,8 @@ def serve(
 
 
 def _serve_ray(model: str, dtype: str, threads: int | None, recipe: str | None, cfg: object, replicas: int,
-               autoscale_min: int, autoscale_max: int, ray_cpus: int, host: str, port: int, engine: dict) -> None:
+               autoscale_min: int, autoscale_max: int, ray_cpus: int, host: str, port: int, engine: dict,
+               compile_mode: str = "background") -> None:
     import signal
     import time
 
@@ -140,7 +151,7 @@ def _serve_ray(model: str, dtype: str, threads: int | None, recipe: str | None, 
 
     rcfg = RayConfig(replicas=replicas, min_replicas=autoscale_min, max_replicas=autoscale_max, num_cpus=ray_cpus,
                      cpus_per_replica=max(ray_cpus / max(replicas, autoscale_max, 1), 0.1), host=host, port=port,
-                     engine=engine)
+                     engine=engine, compile=compile_mode)
 
     def _term(*_: object) -> None:
         raise KeyboardInterrupt

@@ -124,13 +124,21 @@ class AotRunner:
         return self._loader.boxed_run(inputs)[0]
 
 
-def build(model: nn.Module, fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor],
-          state: Sequence[torch.Tensor], root: Path, options: dict[str, Any], what: str) -> AotRunner:
-    """Export, then load the cached package for this graph or compile it first."""
+def export_and_locate(model: nn.Module, fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor],
+                      state: Sequence[torch.Tensor], root: Path, options: dict[str, Any], what: str
+                      ) -> tuple[Any, Path]:
+    """Export (on the thread that runs the model: export swaps the module's tensors for fakes while it traces) and
+    the package path this graph caches to."""
     t0 = time.perf_counter()
     ep = export_step(model, fn, inputs, state)
-    path = root / f"{cache_key(ep, options)}.pt2"
     log.info("%s: exported in %.1f s", what, time.perf_counter() - t0)
+    return ep, root / f"{cache_key(ep, options)}.pt2"
+
+
+def load_or_compile(ep: Any, path: Path, options: dict[str, Any], what: str) -> AotRunner:
+    """The cached package for `ep`, compiled first when missing or unusable. Reads the model's tensors only, so it
+    may run on another thread while the model decodes (`CompileConfig.background`)."""
+    t0 = time.perf_counter()
     if not path.exists():
         compile_package(ep, path, options, what)
     try:
@@ -142,6 +150,13 @@ def build(model: nn.Module, fn: Callable[..., torch.Tensor], inputs: Sequence[to
         runner = AotRunner(path, ep)
     log.info("%s: ready in %.1f s (%s)", what, time.perf_counter() - t0, path.name)
     return runner
+
+
+def build(model: nn.Module, fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor],
+          state: Sequence[torch.Tensor], root: Path, options: dict[str, Any], what: str) -> AotRunner:
+    """Export, then load the cached package for this graph or compile it first."""
+    ep, path = export_and_locate(model, fn, inputs, state, root, options, what)
+    return load_or_compile(ep, path, options, what)
 
 
 def model_state(model: nn.Module, ignore: tuple[str, ...] = ()) -> int:

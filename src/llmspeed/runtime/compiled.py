@@ -20,6 +20,7 @@ Nothing here imports torch._inductor at import time: compilation is configured w
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from torch import nn
 from llmspeed.layers.attention import AttnBatch
 from llmspeed.layers.quant.plan import PhaseAware
 from llmspeed.runtime import aot
+from llmspeed.runtime.aot_builds import BackgroundBuilds
 from llmspeed.util.cache import cache_path
 from llmspeed.util.progress import heartbeat
 
@@ -51,6 +53,7 @@ class CompileConfig:
     cpp_wrapper: bool = False  # dynamo runner: inductor emits a C++ wrapper instead of Python glue (aot: always)
     max_batch_bucket: int = 32  # larger decode batches run eager
     runner: str = "aot"  # "aot": AOTInductor package per bucket, no guards; "dynamo": torch.compile
+    background: bool = False  # aot: a bucket not yet compiled decodes eager while a builder thread compiles it
 
     def __post_init__(self) -> None:
         if self.bucket <= 0 or self.bucket % 16:
@@ -65,6 +68,19 @@ class CompileConfig:
 
 def cache_dir(kind: str = "inductor") -> Path:
     return cache_path(kind)
+
+
+SERVE_COMPILE = ("background", "on", "off")
+
+
+def serving_compile(current: CompileConfig | None, mode: str) -> CompileConfig | None:
+    """`llmspeed serve --compile`: `background` (default: eager until each bucket's package is built off the decode
+    thread), `on` (a step waits for its bucket's compile, as the recipe's `compile`), `off` (eager)."""
+    if mode not in SERVE_COMPILE:
+        raise ValueError(f"--compile must be one of {', '.join(SERVE_COMPILE)}, got {mode!r}")
+    if mode == "off":
+        return None
+    return dataclasses.replace(current or CompileConfig(), background=mode == "background")
 
 
 def _configure_inductor(cfg: CompileConfig) -> None:
@@ -112,6 +128,7 @@ class CompiledDecode:
         self._kv: tuple[list[Any], list[torch.Tensor], int] | None = None  # (engine's list, graph inputs, layout id)
         self._layouts: dict[tuple[Any, ...], int] = {}
         self._arange: dict[int, torch.Tensor] = {}
+        self.builds = BackgroundBuilds() if cfg.background else None
 
     def _compiled(self) -> Callable[..., torch.Tensor]:
         if self._fn is None:
@@ -205,6 +222,11 @@ class CompiledDecode:
         state, layout = self._state(kv)
         key = (inputs[0].shape[0], inputs[3].shape[1], layout)  # (Bb, Sb, KV layout): fixes every input shape
         run = self._aot.get(key)
+        if run is None and self.builds is not None:
+            run = self.builds.get(key, lambda: self._export(inputs, state), self._options(), self._what(inputs))
+            if run is None:  # this bucket is being compiled (or cannot be): the eager step, same kernels
+                return self.model(ids, meta, kv, logits_index=torch.zeros(ids.shape[0], dtype=torch.long))
+            self._aot[key] = run
         if run is None:
             try:
                 run = self._build_aot(inputs, state)
@@ -217,16 +239,27 @@ class CompiledDecode:
         logits = run([*inputs, *state])  # [Bb, V]
         return logits if logits.shape[0] == ids.shape[0] else logits[: ids.shape[0]]
 
+    def _options(self) -> dict[str, Any]:
+        from llmspeed.kernels.aoti import c_shims
+
+        return {"max_autotune": self.cfg.mode != "default",
+                "cpp.enable_kernel_profile": os.environ.get(PROFILE_KERNELS_ENV) == "1",
+                "aot_inductor.custom_ops_to_c_shims": c_shims()}  # llmspeed's ops called directly, not boxed
+
+    @staticmethod
+    def _what(inputs: tuple[torch.Tensor, ...]) -> str:
+        return f"decode graph batch {inputs[0].shape[0]}, KV length {inputs[3].shape[1]} (AOTInductor)"
+
+    def _export(self, inputs: tuple[torch.Tensor, ...], state: list[torch.Tensor]) -> tuple[Any, Path]:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir()))  # AOTInductor's build directories
+        return aot.export_and_locate(self.model, _forward_aot, inputs, state, cache_dir("aoti"), self._options(),
+                                     self._what(inputs))
+
     def _build_aot(self, inputs: tuple[torch.Tensor, ...], state: list[torch.Tensor]
                    ) -> Callable[[list[torch.Tensor]], torch.Tensor]:
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir()))  # AOTInductor's build directories
-        from llmspeed.kernels.aoti import c_shims
-
-        options = {"max_autotune": self.cfg.mode != "default",
-                   "cpp.enable_kernel_profile": os.environ.get(PROFILE_KERNELS_ENV) == "1",
-                   "aot_inductor.custom_ops_to_c_shims": c_shims()}  # llmspeed's ops called directly, not boxed
-        what = f"decode graph batch {inputs[0].shape[0]}, KV length {inputs[3].shape[1]} (AOTInductor)"
-        return aot.build(self.model, _forward_aot, inputs, state, cache_dir("aoti"), options, what)
+        return aot.build(self.model, _forward_aot, inputs, state, cache_dir("aoti"), self._options(),
+                         self._what(inputs))
 
 
 def prepare_for_compile(model: nn.Module) -> None:

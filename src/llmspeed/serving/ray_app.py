@@ -29,8 +29,13 @@ class RayConfig:
     port: int = 8000
     app_name: str = "llmspeed"
     engine: dict[str, Any] = field(default_factory=dict)  # EngineConfig fields
+    compile: str = "background"  # the decode graphs, as `serve --compile` (runtime.compiled.serving_compile)
 
     def __post_init__(self) -> None:
+        from llmspeed.runtime.compiled import SERVE_COMPILE
+
+        if self.compile not in SERVE_COMPILE:
+            raise ValueError(f"compile must be one of {', '.join(SERVE_COMPILE)}, got {self.compile!r}")
         if self.replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {self.replicas}")
         if self.autoscaling and not 1 <= self.min_replicas <= self.max_replicas:
@@ -50,13 +55,15 @@ class RayConfig:
 
 
 def build_app(model: str, dtype: str, threads: int | None, recipe: str | None, engine: dict[str, Any],
-              server: ServerConfig) -> Any:
+              server: ServerConfig, compile_mode: str = "background") -> Any:
     """Runs on each Ray replica: load the model, build the engine, return the FastAPI app."""
     import llmspeed
+    from llmspeed.runtime.compiled import serving_compile
     from llmspeed.runtime.engine import EngineConfig
     from llmspeed.serving.app import create_app
 
     llm = llmspeed.load(model, dtype=dtype, threads=threads, engine_config=EngineConfig(**engine), recipe=recipe)
+    llm.set_compile(serving_compile(llm.options.compile, compile_mode))
     return create_app(llm, server)
 
 
@@ -72,7 +79,7 @@ def deploy(model: str, dtype: str, threads: int | None, recipe: str | None, serv
     engine = dict(cfg.engine)
 
     def builder() -> Any:  # a plain function: Ray Serve calls it on each replica to get the ASGI app
-        return build_app(model, dtype, threads, recipe, engine, server)
+        return build_app(model, dtype, threads, recipe, engine, server, cfg.compile)
 
     max_batch = int(cfg.engine.get("max_batch", 32))
     opts: dict[str, Any] = {"name": cfg.app_name, "ray_actor_options": {"num_cpus": cfg.cpus_per_replica},
