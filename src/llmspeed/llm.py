@@ -118,7 +118,10 @@ class LLM:
     def engine(self) -> Engine:
         if self._engine is None:
             comp = self.options.compile
-            self._decode = None if comp is None else reuse_or_build(self.model, comp, self._decode)
+            from llmspeed.compile_worker import worker_for
+
+            worker = worker_for(self) if comp is not None and comp.background else None
+            self._decode = None if comp is None else reuse_or_build(self.model, comp, self._decode, worker)
             self._engine = Engine(self.model, self.tokenizer, self.engine_config, self.options, self._decode,
                                   draft=self.draft, draft_model=self.draft_model)
         return self._engine

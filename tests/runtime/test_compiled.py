@@ -173,8 +173,11 @@ def test_background_compile_decodes_eager_until_the_package_is_ready(tiny_model_
 
     monkeypatch.setattr(aot, "compile_package", held_compile)
     llm = _load(tiny_model_dir, CompileConfig(bucket=BUCKET, background=True))
+    llm.load_args = None  # changed in memory, as far as a child knows: the compile runs in a thread of this process
+    llm.reset_engine()
     ref = _greedy(_load(tiny_model_dir, None), PROMPTS[1:], 10)  # "O Romeo" + 10 tokens: one KV bucket of 16
     fn = llm.engine.decode_fn
+    assert fn.worker is None
     assert _greedy(llm, PROMPTS[1:], 10) == ref  # the compile is held: every decode step ran eager
     assert fn._aot == {} and fn.builds is not None and fn.builds.num_pending == 1
     release.set()
@@ -196,3 +199,23 @@ def test_background_compile_failure_keeps_the_bucket_eager(tiny_model_dir, monke
     assert out == _greedy(_load(tiny_model_dir, None), PROMPTS[1:], 8)
     assert llm.engine.decode_fn.runner == "aot" and llm.engine.decode_fn._aot == {}  # eager, no dynamo compile
     assert sum("cannot export this model" in r.getMessage() for r in caplog.records) == 1  # tried once per bucket
+
+
+def test_background_compile_in_a_child_process(tiny_model_dir, monkeypatch, tmp_path) -> None:
+    """A model as `llmspeed.load` made it is compiled by a child process that rebuilds it from the load arguments;
+    its package has the parent's cache key and runs bound to the parent's tensors."""
+    from llmspeed.runtime import compiled
+
+    monkeypatch.setattr(compiled, "cache_dir", lambda kind="inductor": tmp_path / kind)  # a cold package cache
+    in_parent: list[int] = []
+    real_compile = aot.compile_package
+    monkeypatch.setattr(aot, "compile_package", lambda *a, **k: in_parent.append(1) or real_compile(*a, **k))
+    llm = _load(tiny_model_dir, CompileConfig(bucket=BUCKET, background=True))
+    fn = llm.engine.decode_fn
+    assert fn.worker is not None and fn.worker["load"]["model"] == str(tiny_model_dir("llama"))
+    ref = _greedy(_load(tiny_model_dir, None), PROMPTS[1:], 10)
+    assert _greedy(llm, PROMPTS[1:], 10) == ref  # eager while the child works (or the package, if already done)
+    fn.builds.wait(600)
+    assert _greedy(llm, PROMPTS[1:], 10) == ref
+    assert len(fn._aot) == 1 and not in_parent  # the package ran, and this process compiled nothing
+    assert len(list((tmp_path / "aoti").glob("*.pt2"))) == 1

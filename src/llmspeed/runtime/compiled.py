@@ -35,7 +35,7 @@ from torch import nn
 from llmspeed.layers.attention import AttnBatch
 from llmspeed.layers.quant.plan import PhaseAware
 from llmspeed.runtime import aot
-from llmspeed.runtime.aot_builds import BackgroundBuilds
+from llmspeed.runtime.aot_builds import BackgroundBuilds, bucket_spec
 from llmspeed.util.cache import cache_path
 from llmspeed.util.progress import heartbeat
 
@@ -118,7 +118,8 @@ def _forward_aot(model: nn.Module, ids: torch.Tensor, positions: torch.Tensor, s
 class CompiledDecode:
     """Callable with the model's signature for decode steps (T == 1); pads to buckets and runs the graph."""
 
-    def __init__(self, model: nn.Module, cfg: CompileConfig, state: int | None = None) -> None:
+    def __init__(self, model: nn.Module, cfg: CompileConfig, state: int | None = None,
+                 worker: dict[str, Any] | None = None) -> None:
         self.model, self.cfg = model, cfg
         self.state = state  # aot runner: aot.model_state(model) the graphs were exported against
         self.runner = cfg.runner  # becomes "dynamo" if the model cannot be exported / AOT-compiled
@@ -128,7 +129,8 @@ class CompiledDecode:
         self._kv: tuple[list[Any], list[torch.Tensor], int] | None = None  # (engine's list, graph inputs, layout id)
         self._layouts: dict[tuple[Any, ...], int] = {}
         self._arange: dict[int, torch.Tensor] = {}
-        self.builds = BackgroundBuilds() if cfg.background else None
+        self.worker = worker  # background builds: how a child process rebuilds the model (runtime/aot_builds.py)
+        self.builds = BackgroundBuilds(worker) if cfg.background else None
 
     def _compiled(self) -> Callable[..., torch.Tensor]:
         if self._fn is None:
@@ -223,7 +225,8 @@ class CompiledDecode:
         key = (inputs[0].shape[0], inputs[3].shape[1], layout)  # (Bb, Sb, KV layout): fixes every input shape
         run = self._aot.get(key)
         if run is None and self.builds is not None:
-            run = self.builds.get(key, lambda: self._export(inputs, state), self._options(), self._what(inputs))
+            job = {**bucket_spec(inputs, state), "compile": dataclasses.asdict(self.cfg)}
+            run = self.builds.get(key, lambda: self._export(inputs, state), self._options(), self._what(inputs), job)
             if run is None:  # this bucket is being compiled (or cannot be): the eager step, same kernels
                 return self.model(ids, meta, kv, logits_index=torch.zeros(ids.shape[0], dtype=torch.long))
             self._aot[key] = run
@@ -281,11 +284,14 @@ def prepare_for_compile(model: nn.Module) -> None:
             mod.fused = None
 
 
-def reuse_or_build(model: nn.Module, cfg: CompileConfig, previous: CompiledDecode | None) -> CompiledDecode:
+def reuse_or_build(model: nn.Module, cfg: CompileConfig, previous: CompiledDecode | None,
+                   worker: dict[str, Any] | None = None) -> CompiledDecode:
     """The compiled decode step for `model`: `previous` (and its compiled graphs) when nothing changed, else a new
-    one. The AOT runner has no guards, so the model's state (tensors, fusions) is checked here, per engine build."""
+    one. The AOT runner has no guards, so the model's state (tensors, fusions) is checked here, per engine build.
+    `worker`: background builds in a child process that rebuilds the model so (see runtime/aot_builds.py)."""
     prepare_for_compile(model)
     state = aot.model_state(model) if cfg.runner == "aot" else None
-    if previous is None or previous.model is not model or previous.cfg != cfg or previous.state != state:
-        return CompiledDecode(model, cfg, state)
+    if (previous is None or previous.model is not model or previous.cfg != cfg or previous.state != state
+            or previous.worker != worker):
+        return CompiledDecode(model, cfg, state, worker)
     return previous
