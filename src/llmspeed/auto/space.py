@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from llmspeed.serving.config import SERVE_MAX_BATCH, SERVE_MAX_BATCH_TOKENS
+
 WEIGHTS = ("none", "int8", "int8-dyn", "int4")
 INT4_GROUPS = (32, 64, 128)
 HEADS = ("none", "int8-head", "int8-head-g32")
@@ -167,7 +169,9 @@ PRESET_PARAMS: dict[str, dict[str, Any]] = {
     "compile": BASE_PARAMS | {"compile": True},
     "int8-head,int8,a8,compile": BASE_PARAMS | {"weights": "int8", "head": "int8-head", "a8": True, "compile": True},
 }
-SERVING_DEFAULTS = {"max_batch": 32, "max_batch_tokens": 4096}  # runtime EngineConfig's defaults
+# `llmspeed serve`'s defaults (serving/config.py, the one place for them): the presets' serving settings and the
+# throughput / ttft baseline ("server defaults", with the server's default threads = physical cores)
+SERVING_DEFAULTS = {"max_batch": SERVE_MAX_BATCH, "max_batch_tokens": SERVE_MAX_BATCH_TOKENS}
 
 
 def _bytes_rank(p: dict[str, Any]) -> int:

@@ -8,6 +8,7 @@ per line) the user's own prompts replace the filler in every run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import torch
 
 from llmspeed.bench.quick import SpeedConfig, measure_speed, model_size_mb, prompt_of
 from llmspeed.profiling.stages import STAGES
+from llmspeed.serving.config import SERVE_KV_CACHE_TOKENS
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ def concurrent(llm: Any, prompts: list[WorkPrompt], repeats: int, serving: dict[
     """All prompts submitted at once (continuous batching, the engine the server runs) under the serving settings:
     completion tok/s of the whole batch and median TTFT, median of repeats."""
     eng = {k: serving[k] for k in ("max_batch", "max_batch_tokens") if k in serving}
-    llm.reset_engine(enable_prefix_cache=False, **eng)
+    llm.reset_engine(enable_prefix_cache=False, kv_cache_tokens=SERVE_KV_CACHE_TOKENS, **eng)  # the server's KV
     texts = [wp.prompt for wp in prompts]
     n_new = min(_fit(llm, wp.prompt, wp.max_tokens) for wp in prompts)
     with threads_set(serving.get("threads")):
@@ -117,7 +119,7 @@ def speed_of(llm: Any, objective: str, prompts: list[WorkPrompt] | None, *, new_
     out: dict[str, Any] = {"size_mb": model_size_mb(llm.model)}
     if objective == "size":
         return out
-    cached = llm.engine_config.enable_prefix_cache
+    saved = dataclasses.asdict(llm.engine_config)  # the runs change KV size, batch limits, prefix cache
     try:
         if objective in ("throughput", "ttft"):
             work = prompts or [WorkPrompt(prompt_of(llm, 128), new_tokens)] * concurrency
@@ -128,7 +130,7 @@ def speed_of(llm: Any, objective: str, prompts: list[WorkPrompt] | None, *, new_
             s = measure_speed(llm, SpeedConfig(new_tokens=new_tokens, repeats=repeats, prefill_len=prefill_len))
             out |= {"decode_tok_s": s.decode_tok_s, "prefill_tok_s": s.prefill_tok_s, "settings": s.settings}
     finally:
-        llm.reset_engine(enable_prefix_cache=cached)
+        llm.reset_engine(**saved)
     return out
 
 
