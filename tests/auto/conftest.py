@@ -50,6 +50,7 @@ class StubMeasurer:
     screen_times: list[float] = field(default_factory=list)
     confirmed: list[str] = field(default_factory=list)
     saved: list[str] = field(default_factory=list)
+    benched: list[list[Candidate]] = field(default_factory=list)
 
     def speed(self, c: Candidate) -> dict[str, float]:
         v = 10.0 + sum(_kind(t, GAIN) for t in c.steps)
@@ -90,6 +91,7 @@ class StubMeasurer:
         return self.q(self.dppl(c) + extra)
 
     def benchmark(self, cands: list[Candidate]) -> list[dict[str, Any]]:
+        self.benched.append(list(cands))
         self.clock.t += 30.0 * len(cands)
         out = [self.speed(c) for c in cands]
         for c, s in zip(cands, out, strict=True):

@@ -62,4 +62,5 @@ def test_auto_throughput_measures_serving_settings(tiny_model_dir, tmp_path: Pat
     assert res.serving == {"max_batch": 4, "max_batch_tokens": SERVING_DEFAULTS["max_batch_tokens"], "threads": 1}
     sp = res.chosen["bench"]["speed"]
     assert sp["throughput_tok_s"] > 0 and sp["ttft_ms"] > 0 and sp["concurrency"] == 4
-    assert res.baseline["throughput_tok_s"] > 0  # the server's defaults, same run
+    assert res.baseline["throughput_tok_s"] > 0 and res.baseline["concurrency"] == 4  # the server's defaults
+    assert res.baseline_name == "server defaults" and res.ratio > 0

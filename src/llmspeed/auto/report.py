@@ -78,7 +78,8 @@ def _plot(res: AutoResult, key: str, higher: bool, unit: str, path: Path) -> boo
         if s.get(key) is not None:
             ax.scatter([q["delta_ppl_pct"]], [s[key]], marker="*", s=160, color="#070", label="chosen", zorder=5)
     if res.baseline.get(key) is not None:
-        ax.scatter([0.0], [res.baseline[key]], marker="x", s=60, color="#000", label="original (same run)", zorder=5)
+        ax.scatter([0.0], [res.baseline[key]], marker="x", s=60, color="#000",
+                   label=f"{res.baseline_name} (same run)", zorder=5)
     lim = res.ppl_budget_pct
     if lim is not None and math.isfinite(lim):
         ax.axvline(lim, ls="--", color="#888", lw=1, label=f"ΔPPL budget {lim:g}%")
@@ -120,8 +121,9 @@ def html(res: AutoResult, images: dict[str, str]) -> str:
              f"<p>accuracy budget: {escape(res.criteria)}; profile verdict: {escape(str(res.verdict))}; "
              f"{len(res.trials)} trials in {res.seconds / 60:.1f} min</p>"]
     if res.baseline:
-        parts.append(f"<p>original (same run): {key} {_fmt(res.baseline.get(key))} {unit}, "
-                     f"size {_fmt(res.baseline.get('size_mb'), '.1f')} MB</p>")
+        ratio = "" if res.ratio is None else f"; chosen vs {res.baseline_name}: <b>{res.ratio:.2f}x</b>"
+        parts.append(f"<p>{escape(res.baseline_name)} (same run): {key} {_fmt(res.baseline.get(key))} {unit}, "
+                     f"size {_fmt(res.baseline.get('size_mb'), '.1f')} MB{ratio}</p>")
     for name, b64 in images.items():
         parts.append(f"<h2>{escape(name)}</h2><img alt=\"{escape(name)}\" src=\"data:image/png;base64,{b64}\">")
     if res.ablation:

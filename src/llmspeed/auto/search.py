@@ -28,6 +28,7 @@ from llmspeed.auto.space import (
     SourceContext,
     optuna_params,
     params_to_candidate,
+    server_defaults,
     suggest,
 )
 from llmspeed.auto.store import TrialStore
@@ -60,7 +61,9 @@ class AutoResult:
     serving: dict[str, int] = field(default_factory=dict)
     chosen: dict[str, Any] | None = None  # its trial record (full eval + benchmark)
     best_over_budget: dict[str, Any] | None = None  # when nothing was accepted: the best candidate, not saved
-    baseline: dict[str, Any] = field(default_factory=dict)  # the original's benchmark row (same run)
+    baseline: dict[str, Any] = field(default_factory=dict)  # the baseline's benchmark row (same run)
+    baseline_name: str = "original"  # "server defaults" for throughput / ttft (the original as serve runs it)
+    ratio: float | None = None  # chosen vs baseline on the objective's figure, same run (> 1: better)
     trials: list[dict[str, Any]] = field(default_factory=list)
     ablation: list[dict[str, Any]] = field(default_factory=list)
     verdict: str | None = None
@@ -246,7 +249,9 @@ class Search:
         res.ppl_budget_pct = None if mp is None else 100.0 * mp
         pool = sorted((r for r in self.records.values() if r["status"] in (SURVIVOR, ACCEPTED)),
                       key=self._score, reverse=True)
-        rows = [ORIGINAL] + [_candidate(r) for r in (accepted or confirmed[:1])]
+        base = server_defaults(self.m.max_threads()) if self.serving else ORIGINAL
+        res.baseline_name = base.source
+        rows = [base] + [_candidate(r) for r in (accepted or confirmed[:1])]
         rows += [_candidate(r) for r in pool[: self.cfg.confirm_top]]  # the slice's speed run is short: re-rank
         rows += [_candidate(r) for r in self.records.values()  # the `speed` preset, for comparison
                  if r["source"] == "preset:speed" and r.get("screen")]
@@ -255,19 +260,25 @@ class Search:
             with heartbeat(f"auto: full benchmark of {len(rows)} models (original included, same run)", logger=log):
                 bench = self.m.benchmark(rows)
             res.baseline = bench[0]
-            for cand, b in zip(rows[1:], bench[1:], strict=True):
-                rec = self.records[cand.key]
-                rec["bench"] = {"speed": b}
-                self.store.put(rec)
+            for cand, b in zip(rows, bench, strict=True):
+                rec = self.records.get(cand.key)  # the baseline is a trial too when the search measured it
+                if rec is not None:
+                    rec["bench"] = {"speed": b}
+                    self.store.put(rec)
             accepted = self._second_look([self.records[c.key] for c in rows[1:]], accepted)
         if accepted:
             best = max(accepted, key=lambda r: self._score(r, "bench"))
             res.accepted, res.recipe, res.chosen = True, best["candidate"]["recipe"], best
             res.serving = dict(best["candidate"]["serving"])
-            key, unit, _ = self.cfg.metric
+            key, unit, higher = self.cfg.metric
             v, v0 = best["bench"]["speed"].get(key), res.baseline.get(key)
-            res.message = (f"chose {_candidate(best).label()}: {key} {v:.2f} {unit} vs the original's {v0:.2f} "
-                           f"(same run); {self.cfg.criteria.describe()} holds on the full eval")
+            if v and v0:
+                res.ratio = float(v) / float(v0) if higher else float(v0) / float(v)
+            work = f", {self.cfg.concurrency} concurrent requests" if self.serving else ""
+            vs = "ratio n/a" if res.ratio is None else f"{res.ratio:.2f}x"
+            res.message = (f"chose {_candidate(best).label()}: {key} {_num(v)} {unit} vs {_num(v0)} for the "
+                           f"{res.baseline_name} ({vs}, same run{work}); {self.cfg.criteria.describe()} holds on "
+                           "the full eval")
             if self.cfg.ablation:
                 with heartbeat("auto: ablation (each step added in turn)", logger=log):
                     res.ablation = self.m.ablation(_candidate(best))
@@ -283,6 +294,10 @@ class Search:
         res.trials = sorted(self.records.values(), key=lambda r: r["number"])
         res.seconds = self.clock() - self.t0
         return res
+
+
+def _num(v: Any) -> str:
+    return "?" if v is None else f"{float(v):.2f}"
 
 
 def _candidate(rec: dict[str, Any]) -> Candidate:

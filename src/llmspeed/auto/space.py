@@ -174,6 +174,12 @@ PRESET_PARAMS: dict[str, dict[str, Any]] = {
 SERVING_DEFAULTS = {"max_batch": SERVE_MAX_BATCH, "max_batch_tokens": SERVE_MAX_BATCH_TOKENS}
 
 
+def server_defaults(max_threads: int) -> Candidate:
+    """The throughput / ttft baseline: the original model as `llmspeed serve` runs it by default."""
+    serving = SERVING_DEFAULTS | {"threads": max(1, max_threads)}
+    return Candidate(serving=tuple(sorted(serving.items())), source="server defaults")
+
+
 def _bytes_rank(p: dict[str, Any]) -> int:
     return {"int4": 0, "int8": 1, "int8-dyn": 1, "none": 2}[p["weights"]] * 2 + (p["head"] == "none")
 
