@@ -187,3 +187,14 @@ def test_benchmark_reranks_and_the_full_eval_still_decides(stub: StubMeasurer) -
                          and "a8" not in c.steps else 0.0)
     res2 = run(stub2, max_trials=8, confirm_top=1)
     assert res2.recipe != "int8-head,int4-g32-asym,compile" and res2.chosen["full"]["quality"]["delta_ppl"] <= 0.03
+
+
+def test_task_file_names_the_criterion_and_resume_checks_it(tmp_path: Path) -> None:
+    t1, t2 = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    for t in (t1, t2):
+        t.write_text('{"context": "x y", "choices": ["a", "b"], "gold": 0}\n')
+    out = tmp_path / "run"
+    res = run(StubMeasurer(), out=out, max_trials=2, min_task_acc=0.3, task=t1)
+    assert "a.jsonl acc >= 0.3" in res.criteria
+    with pytest.raises(ValueError, match="criteria"):
+        run(StubMeasurer(), out=out, max_trials=3, resume=True, min_task_acc=0.3, task=t2)

@@ -14,27 +14,40 @@ import logging
 import platform
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmspeed.auto.config import AutoConfig
 from llmspeed.auto.space import Candidate
 from llmspeed.auto.workload import WorkPrompt, cycle_time, speed_of, threads_set
 from llmspeed.llm import LLM
 
+if TYPE_CHECKING:
+    from llmspeed.evaluation.mctask import MCTask
+
 log = logging.getLogger(__name__)
 
 
-def quality_of(llm: Any, base: Any, max_tokens: int, task_n: int) -> dict[str, Any]:
-    """ΔPPL (fraction), KL, top-1 agreement (and last-word accuracy when task_n > 0) against `base`."""
+def quality_of(llm: Any, base: Any, max_tokens: int, task_n: int, task: MCTask | None = None,
+               baseline_task_acc: float | None = None) -> dict[str, Any]:
+    """ΔPPL (fraction), KL, top-1 agreement against `base`; with task_n > 0 the task accuracy too: lm-eval's `acc`
+    on `task` (the multiple-choice file, already cut to the slice) when given, else last-word accuracy."""
     from llmspeed.evaluation.api import evaluate
 
-    r = evaluate(llm, baseline=base, max_tokens=max_tokens, ood_max_tokens=0, lastword_n=task_n)
+    lastword_n = task_n if task is None else 0
+    r = evaluate(llm, baseline=base, max_tokens=max_tokens, ood_max_tokens=0, lastword_n=lastword_n)
     q = {"delta_ppl": r["delta_ppl_pct"] / 100.0, "delta_ppl_pct": r["delta_ppl_pct"], "ppl": r["ppl"],
          "baseline_ppl": r["baseline_ppl"], "kl": r["kl_mean"], "top1": r["top1_agreement"],
          "n_tokens": r["n_tokens"], "plays": sorted(r.get("parts", {}))}
-    if task_n:
+    if task_n and task is None:
         q |= {"task_acc": r["lastword_accuracy"], "baseline_task_acc": r["baseline_lastword_accuracy"],
-              "task_n": task_n}
+              "task_n": task_n, "task": "last-word"}
+    elif task_n and task is not None:
+        from llmspeed.evaluation.mctask import mc_accuracy
+
+        if baseline_task_acc is None:
+            baseline_task_acc = mc_accuracy(base, task)["task_acc"]
+        q |= {"task_acc": mc_accuracy(llm, task)["task_acc"], "baseline_task_acc": baseline_task_acc,
+              "task_n": len(task.items), "task": task.name}
     return q
 
 
@@ -49,8 +62,11 @@ def _median_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class LLMMeasurer:
-    def __init__(self, base: LLM, cfg: AutoConfig, prompts: list[WorkPrompt] | None = None) -> None:
+    def __init__(self, base: LLM, cfg: AutoConfig, prompts: list[WorkPrompt] | None = None,
+                 task: MCTask | None = None) -> None:
         self.base, self.cfg, self.prompts = base, cfg, prompts
+        self.task = task  # the multiple-choice task of min_task_acc (None: last-word)
+        self._task_slices: dict[bool, tuple[MCTask, float]] = {}  # full? -> (items, the original's accuracy)
         self._built: tuple[str, LLM] | None = None
         self.profile: dict[str, Any] | None = None
 
@@ -121,8 +137,18 @@ class LLMMeasurer:
 
     def _quality(self, llm: LLM, full: bool) -> dict[str, Any]:
         c = self.cfg
-        task_n = (c.full_task_n if full else c.screen_task_n) if c.criteria.needs_task else 0
-        return quality_of(llm, self.base, c.full_eval_tokens if full else c.screen_eval_tokens, task_n)
+        tokens = c.full_eval_tokens if full else c.screen_eval_tokens
+        if not c.criteria.needs_task:
+            return quality_of(llm, self.base, tokens, 0)
+        if self.task is None:
+            return quality_of(llm, self.base, tokens, c.full_task_n if full else c.screen_task_n)
+        if full not in self._task_slices:  # the file in full, or evenly spaced items for the slice
+            from llmspeed.evaluation.mctask import mc_accuracy
+
+            t = self.task if full else self.task.subset(c.screen_task_n)
+            self._task_slices[full] = (t, mc_accuracy(self.base, t)["task_acc"])
+        t, base_acc = self._task_slices[full]
+        return quality_of(llm, self.base, tokens, len(t.items), t, base_acc)
 
     # -- the Measurer protocol ------------------------------------------------------------------------------
     def screen(self, cand: Candidate) -> dict[str, Any]:
