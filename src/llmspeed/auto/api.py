@@ -15,8 +15,9 @@ from typing import Any
 
 from llmspeed.auto.config import AutoConfig, Criteria, parse_fraction
 from llmspeed.auto.report import write_report
-from llmspeed.auto.search import AutoResult, Measurer, Progress, Search, _candidate
-from llmspeed.auto.space import CandidateSource
+from llmspeed.auto.result import AutoResult, Measurer, Progress
+from llmspeed.auto.search import Search, _candidate
+from llmspeed.auto.space import DRAFTS, CandidateSource
 from llmspeed.auto.store import DB_NAME, TrialStore, open_study
 from llmspeed.util.atomic import write_dir_atomically
 
@@ -108,7 +109,9 @@ def auto(llm: Any, objective: str = "decode", max_ppl_increase: Any = 0.03, *, m
     try:
         _check_resume(store, cfg)
         study = open_study(db, cfg.seed, resume)
-        res = Search(cfg, measurer, store, study, sources=sources, clock=clock, on_progress=on_progress).run()
+        drafts = DRAFTS if cfg.objective == "decode" and prompts else ()  # draft gains depend on the workload
+        res = Search(cfg, measurer, store, study, sources=sources, clock=clock, on_progress=on_progress,
+                     drafts=drafts).run()
     finally:
         store.close()
     if out_p is None:

@@ -9,6 +9,7 @@ confirmation does not rebuild (nor recompile) it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
 import logging
 import platform
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmspeed.auto.config import AutoConfig
 from llmspeed.auto.space import Candidate
-from llmspeed.auto.workload import WorkPrompt, cycle_time, speed_of, threads_set
+from llmspeed.auto.workload import WorkPrompt, cycle_time, fit_new_tokens, speed_of, threads_set
 from llmspeed.llm import LLM
 
 if TYPE_CHECKING:
@@ -112,11 +113,15 @@ class LLMMeasurer:
             self._built = (cand.key, llm)
         return llm
 
-    def _make(self, cand: Candidate) -> LLM:
+    def _make(self, cand: Candidate, made: dict[str, LLM] | None = None) -> LLM:
         if self._built is not None and self._built[0] == cand.key:
             return self._built[1]
-        if cand.draft is not None:
-            raise NotImplementedError("speculative drafts are not measured by llmspeed auto yet")
+        if made is not None and cand.key in made:
+            return made[cand.key]
+        if cand.draft is not None:  # the same model (weights and compiled decode shared), drafting
+            llm = copy.copy(self._make(dataclasses.replace(cand, draft=None), made))
+            llm.set_draft(cand.draft)
+            return llm
         if cand.model is not None:
             import llmspeed
 
@@ -155,6 +160,9 @@ class LLMMeasurer:
         llm = self.build(cand)
         return {"quality": self._quality(llm, full=False), "speed": self._speed(llm, cand, full=False)}
 
+    def speed(self, cand: Candidate) -> dict[str, Any]:
+        return self._speed(self.build(cand), cand, full=False)
+
     def confirm(self, cand: Candidate) -> dict[str, Any]:
         return self._quality(self.build(cand), full=True)
 
@@ -163,7 +171,10 @@ class LLMMeasurer:
         goes hits them all alike); per model the median of its rounds."""
         self._built = None
         gc.collect()
-        llms = [self._make(c) for c in cands]
+        made: dict[str, LLM] = {}
+        for c in cands:  # a draft candidate shares its twin's weights when both are benchmarked
+            made[c.key] = self._make(c, made)
+        llms = [made[c.key] for c in cands]
         runs: list[list[dict[str, Any]]] = [[] for _ in cands]
         for _ in range(self.cfg.repeats):
             for i, (c, llm) in enumerate(zip(cands, llms, strict=True)):
@@ -171,37 +182,59 @@ class LLMMeasurer:
                                         repeats=1, concurrency=self.cfg.concurrency, serving=c.serving_dict))
         return [_median_runs(r) for r in runs]
 
-    def ablation(self, cand: Candidate) -> list[dict[str, Any]]:
-        """The seeds' table: each step added in turn, its measured T and % cycle-time cut vs the original."""
+    def _ablation_work(self) -> list[tuple[str, int]]:
+        """(prompt, new tokens) of the ablation: up to 8 of the user's prompts (a draft's gain depends on them),
+        else one filler prompt."""
+        if self.prompts:
+            return [(wp.prompt, fit_new_tokens(self.base, wp.prompt, min(wp.max_tokens, self.cfg.new_tokens)))
+                    for wp in self.prompts[:8]]
         from llmspeed.bench.quick import prompt_of
 
-        prompt = prompt_of(self.base, min(128, self.base.config.max_position // 2))
-        n_new = min(self.cfg.new_tokens, self.base.config.max_position // 4)
-        stages = [("original", Candidate())]
-        stages += [(tok, Candidate(steps=cand.steps[: i + 1], model=cand.model)) for i, tok in enumerate(cand.steps)]
+        return [(prompt_of(self.base, min(128, self.base.config.max_position // 2)),
+                 min(self.cfg.new_tokens, self.base.config.max_position // 4))]
+
+    def ablation(self, cand: Candidate) -> list[dict[str, Any]]:
+        """The seeds' table: each step added in turn (a student first, a draft last), its measured T and % cycle-time
+        cut vs the original. T is one request's, averaged over the ablation prompts."""
+        work = self._ablation_work()
+        stages: list[tuple[str, str, Candidate]] = [("original", "original", Candidate())]
+        if cand.model is not None:
+            stages.append(("student", f"student {Path(cand.model).name}", Candidate(model=cand.model)))
+        stages += [("step", tok, Candidate(steps=cand.steps[: i + 1], model=cand.model))
+                   for i, tok in enumerate(cand.steps)]
         if cand.serving:
-            stages.append(("serving " + " ".join(f"{k}={v}" for k, v in cand.serving), cand))
+            stages.append(("serving", "serving " + " ".join(f"{k}={v}" for k, v in cand.serving),
+                           dataclasses.replace(cand, draft=None)))
+        if cand.draft:
+            stages.append(("draft", f"draft {cand.draft}", cand))
         rows: list[dict[str, Any]] = []
-        llm: LLM | None = None
-        for name, c in stages:
-            if name == "original" or cand.model is not None or cand.draft is not None:
+        llm: LLM = self.base
+        for kind, name, c in stages:
+            if kind == "draft":  # the same weights, drafting
+                llm = copy.copy(llm)
+                llm.set_draft(c.draft)
+            elif kind == "student":  # the student as shipped
+                self._built = None
+                gc.collect()
                 llm = self._make(c)
-            elif c is not cand:  # one step more, in place (as `llmspeed optimize` applies them)
-                if llm is None or llm is self.base:
+            elif kind == "step":  # one step more, in place (as `llmspeed optimize` applies them)
+                if llm is self.base:
                     self._built = None
                     gc.collect()
                     llm = LLM(copy.deepcopy(self.base.model), self.base.tokenizer, list(self.base.recipe),
                               self.base.source)
                 llm.compress_(name, progress=False)
             with threads_set(c.serving_dict.get("threads")):
-                t = cycle_time(llm, prompt, n_new, self.cfg.repeats)
+                ts = [cycle_time(llm, p, n, self.cfg.repeats) for p, n in work]
+            t = {k: statistics.fmean(x[k] for x in ts) for k in ts[0]}
             t0 = rows[0]["T"] if rows else t["T"]
             prev = rows[-1]["T"] if rows else t["T"]
             rows.append({"added": name, "recipe": c.recipe or "original", **t,
                          "cut_pct": 100.0 * (1.0 - t["T"] / t0), "step_cut_pct": 100.0 * (1.0 - t["T"] / prev)})
-        if llm is not None and llm is not self.base and cand.model is None and cand.draft is None:
+        if llm is not self.base:
             self._built = (cand.key, llm)  # the chosen model, built step by step: saved as is
         return rows
 
     def save(self, cand: Candidate, path: Path) -> None:
+        """The model directory; a draft is a runtime option (`--draft`) and is not stored in it."""
         self.build(cand).save(path)

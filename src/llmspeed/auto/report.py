@@ -13,7 +13,7 @@ from typing import Any
 
 from llmspeed.auto.config import OBJECTIVE_METRIC
 from llmspeed.auto.pareto import pareto_front
-from llmspeed.auto.search import AutoResult
+from llmspeed.auto.result import AutoResult
 from llmspeed.util.atomic import write_text_atomically
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,15 @@ def _figures(rec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     q = ((rec.get("full") or {}).get("quality")) or ((rec.get("screen") or {}).get("quality")) or {}
     s = ((rec.get("bench") or {}).get("speed")) or ((rec.get("screen") or {}).get("speed")) or {}
     return q, s
+
+
+def name_of(rec: dict[str, Any]) -> str:
+    """A trial's model in a few words: [student:]recipe [+draft spec]."""
+    c = rec["candidate"]
+    s = c["recipe"] or "original"
+    if c.get("model"):
+        s = f"{Path(c['model']).name}:{s}"
+    return s + (f" +draft {c['draft']}" if c.get("draft") else "")
 
 
 def front_points(trials: list[dict[str, Any]], key: str, higher: bool) -> tuple[list[tuple[float, float]],
@@ -49,7 +58,7 @@ def fronts(res: AutoResult) -> dict[str, list[dict[str, Any]]]:
     key, _, higher = OBJECTIVE_METRIC[res.objective]
     for name, (k, h) in (("speed", (key, higher)), ("size", ("size_mb", False))):
         pts, recs = front_points(res.trials, k, h)
-        out[name] = [{"recipe": recs[i]["candidate"]["recipe"] or "original", "key": recs[i]["key"],
+        out[name] = [{"recipe": name_of(recs[i]), "key": recs[i]["key"],
                       "value": abs(pts[i][0]), "delta_ppl_pct": pts[i][1], "status": recs[i]["status"]}
                      for i in pareto_front(pts)]
     return out
@@ -71,7 +80,7 @@ def _plot(res: AutoResult, key: str, higher: bool, unit: str, path: Path) -> boo
     fx, fy = [pts[i][1] for i in front], [abs(pts[i][0]) for i in front]
     ax.plot(fx, fy, "o-", color="#c33", label="Pareto front")
     for i in front:
-        ax.annotate(recs[i]["candidate"]["recipe"] or "original", (pts[i][1], abs(pts[i][0])), fontsize=6,
+        ax.annotate(name_of(recs[i]), (pts[i][1], abs(pts[i][0])), fontsize=6,
                     xytext=(3, 3), textcoords="offset points")
     if res.chosen is not None:
         q, s = _figures(res.chosen)
@@ -132,7 +141,7 @@ def html(res: AutoResult, images: dict[str, str]) -> str:
     rows = []
     for r in res.trials:
         q, s = _figures(r)
-        rows.append([str(r["number"]), r["candidate"]["recipe"] or "original",
+        rows.append([str(r["number"]), name_of(r),
                      json.dumps(r["candidate"]["serving"]) if r["candidate"]["serving"] else "", r["source"],
                      r["status"], _fmt(s.get(key)), _fmt(s.get("size_mb"), ".1f"), _fmt(q.get("delta_ppl_pct")),
                      _fmt(q.get("kl"), ".4f"), _fmt(q.get("top1"), ".3f"),

@@ -8,7 +8,8 @@ prune -> svd -> head -> weights -> a8 -> compile.
 
 Extension point: `CANDIDATE_SOURCES` lists functions `(SourceContext) -> list[Candidate]` evaluated before the TPE
 search, outside its parameter space. The presets are the first source; distilled students (a different `model`
-directory) and speculative drafts (`draft`) plug in here once they exist (docs/decisions.md, "llmspeed auto").
+directory) plug in here. Speculative drafts (`draft`) are not a source: the search adds them to its best survivors
+(search.py, `draft_phase`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ HEADS = ("none", "int8-head", "int8-head-g32")
 PRUNES = ("none", "magnitude", "wanda", "2:4", "wanda-2:4", "mlp")
 PRUNE_AMOUNTS = {"magnitude": (10, 20, 30, 50), "wanda": (10, 20, 30, 50), "mlp": (5, 10, 20)}
 SVDS = ("none", "e0.99", "e0.95", "e0.9")
+DRAFTS = ("ngram",)  # speculative drafts tried for `decode` on the user's prompts (prompt lookup, lossless)
 MAX_BATCH = (4, 8, 16, 32)
 BATCH_TOKENS = (512, 1024, 2048, 4096)
 
@@ -37,7 +39,8 @@ BASE_PARAMS: dict[str, Any] = {"weights": "none", "head": "none", "a8": False, "
 class Candidate:
     """What one trial measures. `steps` are recipe tokens; `serving` holds engine settings (max_batch,
     max_batch_tokens, threads) for throughput/ttft; `model` replaces the user's model (a distilled student);
-    `draft` names a speculative draft (not measured yet: see the module doc)."""
+    `draft` names a speculative draft (`--draft` spec, e.g. "ngram"): lossless, so its accuracy is that of the same
+    candidate without it."""
 
     steps: tuple[str, ...] = ()
     serving: tuple[tuple[str, int], ...] = ()

@@ -67,7 +67,7 @@ class threads_set:
         torch.set_num_threads(self.old)
 
 
-def _fit(llm: Any, text: str, max_tokens: int) -> int:
+def fit_new_tokens(llm: Any, text: str, max_tokens: int) -> int:
     """New tokens that fit the context window after this prompt."""
     room = llm.config.max_position - len(llm.tokenizer.encode(text)) - 2
     if room < 2:
@@ -84,7 +84,7 @@ def single_stream(llm: Any, prompts: list[WorkPrompt], repeats: int) -> dict[str
     for _ in range(repeats):
         n_dec = t_dec = n_pre = t_pre = 0.0
         for wp in prompts:
-            o = llm.generate(wp.prompt, max_new_tokens=_fit(llm, wp.prompt, wp.max_tokens), ignore_eos=True)[0]
+            o = llm.generate(wp.prompt, max_new_tokens=fit_new_tokens(llm, wp.prompt, wp.max_tokens), ignore_eos=True)[0]
             n_dec += len(o.token_ids) - 1
             t_dec += o.timings["t_decode"]
             n_pre += len(o.prompt_token_ids)
@@ -110,7 +110,7 @@ def concurrent(llm: Any, prompts: list[WorkPrompt], repeats: int, serving: dict[
     repeats."""
     eng = {k: serving[k] for k in ("max_batch", "max_batch_tokens") if k in serving}
     llm.reset_engine(enable_prefix_cache=False, kv_cache_tokens=SERVE_KV_CACHE_TOKENS, **eng)  # the server's KV
-    work = [([wp.prompt for wp in w], min(_fit(llm, wp.prompt, wp.max_tokens) for wp in w))
+    work = [([wp.prompt for wp in w], min(fit_new_tokens(llm, wp.prompt, wp.max_tokens) for wp in w))
             for w in waves(prompts, concurrency)]
     with threads_set(serving.get("threads")):
         llm.generate(work[0][0][:2], max_new_tokens=4, ignore_eos=True)  # warm-up
