@@ -53,9 +53,12 @@ class StubMeasurer:
     benched: list[list[Candidate]] = field(default_factory=list)
     sped: list[str] = field(default_factory=list)  # speed-only runs (draft candidates)
     draft_gain: float = 12.0  # tok/s a draft adds (the user's prompts are grounded)
+    student_gain: float = 40.0  # tok/s a distilled student (Candidate.model) adds
+    student_cost: float = 0.01  # and the ΔPPL it costs against the teacher
 
     def figures(self, c: Candidate) -> dict[str, float]:
-        v = 10.0 + sum(_kind(t, GAIN) for t in c.steps) + (self.draft_gain if c.draft else 0.0)
+        v = 10.0 + sum(_kind(t, GAIN) for t in c.steps) + (self.draft_gain if c.draft else 0.0) \
+            + (self.student_gain if c.model else 0.0)
         threads = c.serving_dict.get("threads", 2)
         size = 540.0 * (0.25 if any(t.startswith("int4") for t in c.steps) else
                         0.5 if any(t.startswith("int8") and t != "int8-head" for t in c.steps) else 1.0)
@@ -63,7 +66,7 @@ class StubMeasurer:
                 "ttft_ms": 1000.0 / v}
 
     def dppl(self, c: Candidate) -> float:
-        return sum(_kind(t, COST) for t in c.steps)
+        return sum(_kind(t, COST) for t in c.steps) + (self.student_cost if c.model else 0.0)
 
     def q(self, d: float) -> dict[str, float]:
         return {"delta_ppl": d, "delta_ppl_pct": 100 * d, "kl": d / 2, "top1": 1.0 - d, "task_acc": 0.5 - d}

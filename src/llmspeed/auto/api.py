@@ -17,7 +17,7 @@ from llmspeed.auto.config import AutoConfig, Criteria, parse_fraction
 from llmspeed.auto.report import write_report
 from llmspeed.auto.result import AutoResult, Measurer, Progress
 from llmspeed.auto.search import Search, _candidate
-from llmspeed.auto.space import DRAFTS, CandidateSource
+from llmspeed.auto.space import CANDIDATE_SOURCES, DRAFTS, CandidateSource, check_student, student_source
 from llmspeed.auto.store import DB_NAME, TrialStore, open_study
 from llmspeed.util.atomic import write_dir_atomically
 
@@ -75,6 +75,7 @@ def _check_resume(store: TrialStore, cfg: AutoConfig) -> None:
 def auto(llm: Any, objective: str = "decode", max_ppl_increase: Any = 0.03, *, max_kl: Any = None,
          min_top1: Any = None, min_task_acc: Any = None, task: Any = None, budget_minutes: float = 30.0,
          max_trials: int = 40, out: str | Path | None = None, prompts: Any = None, resume: bool = False,
+         student: list[str | Path] | None = None,
          on_progress: Callable[[Progress], None] | None = None, sources: list[CandidateSource] | None = None,
          measurer: Measurer | None = None, clock: Callable[[], float] = time.monotonic,
          **settings: Any) -> AutoResult:
@@ -84,13 +85,17 @@ def auto(llm: Any, objective: str = "decode", max_ppl_increase: Any = 0.03, *, m
     is built from it and judged against it. Criteria: `max_ppl_increase` relative (0.03 or "3%"), `max_kl`,
     `min_top1`, `min_task_acc` absolute; None switches one off. `task`: a multiple-choice JSONL file (or an
     `MCTask`) whose lm-eval `acc` `min_task_acc` bounds instead of the built-in last-word task. `prompts`: a JSONL
-    path or a list of `WorkPrompt` for the speed runs. `settings`: further `AutoConfig` fields (confirm_top,
+    path or a list of `WorkPrompt` for the speed runs. `student`: distilled student directories, candidates judged
+    against `llm` (the teacher) like any other. `settings`: further `AutoConfig` fields (confirm_top,
     screen_eval_tokens, ...).
     """
     mc, task_ref = _task(task)
     cfg = AutoConfig(objective=objective, criteria=_criteria(max_ppl_increase, max_kl, min_top1, min_task_acc,
                                                              task_ref),
                      budget_minutes=budget_minutes, max_trials=max_trials, **settings)
+    students = [check_student(p) for p in (student or [])]
+    if students:
+        sources = [*(CANDIDATE_SOURCES if sources is None else sources), student_source(students)]
     out_p = None if out is None else Path(out)
     if out_p is not None:
         check_out(out_p, resume)

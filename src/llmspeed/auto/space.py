@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from llmspeed.serving.config import SERVE_MAX_BATCH, SERVE_MAX_BATCH_TOKENS
@@ -66,7 +67,7 @@ class Candidate:
     def label(self) -> str:
         s = self.recipe or "original"
         if self.model:
-            s = f"{self.model}:{s}"
+            s = f"{Path(self.model).name}:{s}"
         if self.draft:
             s += f" +draft {self.draft}"
         if self.serving:
@@ -216,6 +217,35 @@ def preset_source(ctx: SourceContext) -> list[Candidate]:
 
 
 CandidateSource = Callable[[SourceContext], list[Candidate]]
-# Where students (llmspeed distill) and speculative drafts will add themselves; each source's candidates are
-# screened like any other trial. The presets come first.
+# Each source's candidates are screened like any other trial. The presets come first; `student_source` adds
+# distilled students (`--student DIR`).
 CANDIDATE_SOURCES: list[CandidateSource] = [preset_source]
+STUDENT_STEPS: tuple[tuple[str, ...], ...] = ((), ("int8",))  # each student as shipped, and with int8 weights
+
+
+def check_student(path: str | Path) -> str:
+    """A student directory (any llmspeed / Hugging Face model directory) as its absolute path; ValueError else."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise ValueError(f"--student {path}: no such directory")
+    if not (p / "config.json").is_file():
+        raise ValueError(f"--student {path}: not a model directory (no config.json)")
+    return str(p.resolve())
+
+
+def student_source(paths: list[str]) -> CandidateSource:
+    """Distilled students as candidates (`Candidate.model`), judged against the original (the teacher) like any
+    other: each as shipped and with int8 weights on top (cheap: no calibration); serving objectives give them the
+    presets' serving settings."""
+
+    def source(ctx: SourceContext) -> list[Candidate]:
+        out = []
+        for path in paths:
+            serving: tuple[tuple[str, int], ...] = ()
+            if ctx.objective in ("throughput", "ttft"):
+                serving = tuple(sorted((SERVING_DEFAULTS | {"threads": ctx.max_threads}).items()))
+            for steps in STUDENT_STEPS:
+                out.append(Candidate(steps=steps, serving=serving, model=path, source=f"student:{Path(path).name}"))
+        return out
+
+    return source

@@ -38,6 +38,8 @@ def auto(
     max_trials: int = typer.Option(40, "--max-trials", help="candidates screened, across resumed runs"),
     prompts: Path = typer.Option(None, "--prompts", help="JSONL workload for the speed runs: "
                                  "{\"prompt\": ..., \"max_tokens\": N} per line"),
+    student: list[Path] = typer.Option(None, "--student", help="a distilled student directory, judged against "
+                                       "--model (the teacher) as a candidate; repeat for more"),
     resume: bool = typer.Option(False, "--resume", help="continue the run stored in --out (no finished trial repeats)"),
     eval_tokens: int = typer.Option(8192, "--eval-tokens", help="held-out tokens of the full (accepting) eval"),
     screen_tokens: int = typer.Option(1024, "--screen-tokens", help="held-out tokens of the screening slice"),
@@ -48,6 +50,7 @@ def auto(
     import llmspeed
     from llmspeed.auto.api import check_out
     from llmspeed.auto.config import AutoConfig, Criteria
+    from llmspeed.auto.space import check_student
     from llmspeed.auto.workload import load_prompts
     from llmspeed.models.spec import float_source
 
@@ -59,6 +62,7 @@ def auto(
     cfg = AutoConfig(objective=objective, criteria=crit, budget_minutes=budget_minutes, max_trials=max_trials,
                      seed=seed, **sizes)  # bad input fails here: one line, exit 2, nothing loaded
     work = load_prompts(prompts, cfg.new_tokens) if prompts is not None else None
+    students = [check_student(p) for p in student or []]
     if task is not None:
         from llmspeed.evaluation.mctask import load_mc_task
 
@@ -68,7 +72,7 @@ def auto(
     with _progress_bar(cfg.max_trials) as on_progress:
         res = llmspeed.auto(llm, objective, crit.max_ppl_increase, max_kl=crit.max_kl, min_top1=crit.min_top1,
                             min_task_acc=crit.min_task_acc, task=task, budget_minutes=budget_minutes, max_trials=max_trials,
-                            out=out, prompts=work, resume=resume, on_progress=on_progress, seed=seed,
+                            out=out, prompts=work, resume=resume, student=students, on_progress=on_progress, seed=seed,
                             **sizes)
     render(res)
     if not res.accepted:
