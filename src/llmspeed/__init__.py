@@ -18,7 +18,7 @@ _LAZY = {
     "Recipe": ("llmspeed.compress.api", "Recipe"),
     "evaluate": ("llmspeed.evaluation.api", "evaluate"),
     "auto": ("llmspeed.auto.api", "auto"),
-    "AutoResult": ("llmspeed.auto.search", "AutoResult"),
+    "AutoResult": ("llmspeed.auto.result", "AutoResult"),
     "SamplingParams": ("llmspeed.runtime.sequence", "SamplingParams"),
     "EngineConfig": ("llmspeed.runtime.engine", "EngineConfig"),
 }

@@ -50,9 +50,15 @@ class StubMeasurer:
     screen_times: list[float] = field(default_factory=list)
     confirmed: list[str] = field(default_factory=list)
     saved: list[str] = field(default_factory=list)
+    benched: list[list[Candidate]] = field(default_factory=list)
+    sped: list[str] = field(default_factory=list)  # speed-only runs (draft candidates)
+    draft_gain: float = 12.0  # tok/s a draft adds (the user's prompts are grounded)
+    student_gain: float = 40.0  # tok/s a distilled student (Candidate.model) adds
+    student_cost: float = 0.01  # and the ΔPPL it costs against the teacher
 
-    def speed(self, c: Candidate) -> dict[str, float]:
-        v = 10.0 + sum(_kind(t, GAIN) for t in c.steps)
+    def figures(self, c: Candidate) -> dict[str, float]:
+        v = 10.0 + sum(_kind(t, GAIN) for t in c.steps) + (self.draft_gain if c.draft else 0.0) \
+            + (self.student_gain if c.model else 0.0)
         threads = c.serving_dict.get("threads", 2)
         size = 540.0 * (0.25 if any(t.startswith("int4") for t in c.steps) else
                         0.5 if any(t.startswith("int8") and t != "int8-head" for t in c.steps) else 1.0)
@@ -60,7 +66,7 @@ class StubMeasurer:
                 "ttft_ms": 1000.0 / v}
 
     def dppl(self, c: Candidate) -> float:
-        return sum(_kind(t, COST) for t in c.steps)
+        return sum(_kind(t, COST) for t in c.steps) + (self.student_cost if c.model else 0.0)
 
     def q(self, d: float) -> dict[str, float]:
         return {"delta_ppl": d, "delta_ppl_pct": 100 * d, "kl": d / 2, "top1": 1.0 - d, "task_acc": 0.5 - d}
@@ -81,7 +87,12 @@ class StubMeasurer:
         self.screen_times.append(self.clock.t)
         self.screened.append(c.key)
         self.clock.t += self.screen_cost_s
-        return {"quality": self.q(self.dppl(c) + self.screen_bias), "speed": self.speed(c)}
+        return {"quality": self.q(self.dppl(c) + self.screen_bias), "speed": self.figures(c)}
+
+    def speed(self, c: Candidate) -> dict[str, Any]:  # the Measurer's speed-only run
+        self.sped.append(c.key)
+        self.clock.t += self.screen_cost_s / 4
+        return self.figures(c)
 
     def confirm(self, c: Candidate) -> dict[str, Any]:
         self.confirmed.append(c.key)
@@ -90,20 +101,23 @@ class StubMeasurer:
         return self.q(self.dppl(c) + extra)
 
     def benchmark(self, cands: list[Candidate]) -> list[dict[str, Any]]:
+        self.benched.append(list(cands))
         self.clock.t += 30.0 * len(cands)
-        out = [self.speed(c) for c in cands]
+        out = [self.figures(c) for c in cands]
         for c, s in zip(cands, out, strict=True):
             s["decode_tok_s"] += self.bench_bonus(c) if self.bench_bonus else 0.0
         return out
 
     def ablation(self, c: Candidate) -> list[dict[str, Any]]:
         rows, t0 = [], None
-        for i in range(len(c.steps) + 1):
-            T = 1.0 / self.speed(Candidate(steps=c.steps[:i]))["decode_tok_s"]
+        stages = [(c.steps[i - 1] if i else "original", Candidate(steps=c.steps[:i])) for i in range(len(c.steps) + 1)]
+        if c.draft:
+            stages.append((f"draft {c.draft}", c))
+        for name, s in stages:
+            T = 1.0 / self.figures(s)["decode_tok_s"]
             t0 = t0 or T
-            rows.append({"added": c.steps[i - 1] if i else "original", "recipe": ",".join(c.steps[:i]) or "original",
-                         "t_pre": 0.0, "t_prefill": 0.0, "t_decode": T, "t_post": 0.0, "T": T,
-                         "cut_pct": 100 * (1 - T / t0), "step_cut_pct": 0.0})
+            rows.append({"added": name, "recipe": s.recipe or "original", "t_pre": 0.0, "t_prefill": 0.0,
+                         "t_decode": T, "t_post": 0.0, "T": T, "cut_pct": 100 * (1 - T / t0), "step_cut_pct": 0.0})
         return rows
 
     def save(self, c: Candidate, path: Path) -> None:

@@ -21,6 +21,8 @@ from llmspeed.cli.main import main
     (["--prompts", "/no/such/prompts.jsonl"], "--prompts file not found"),
     (["--resume"], "nothing to resume"),
     (["--eval-tokens", "512"], "must not exceed the full eval"),
+    (["--task", "/no/such/task.jsonl", "--min-task-acc", "0.3"], "--task file not found"),
+    (["--task", "/no/such/task.jsonl"], "give --min-task-acc too"),
 ])
 def test_bad_input_is_one_error_line(extra: list[str], needle: str, tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
@@ -56,3 +58,16 @@ def test_render_summary(capsys: pytest.CaptureFixture[str]) -> None:
     render(res)
     out = capsys.readouterr().out
     assert "Pareto fronts" in out and "cycle-time cut" in out and "+ step" in out and "original" in out
+
+
+@pytest.mark.parametrize("line, needle", [
+    ('{"context": "x", "choices": ["a", "b"], "gold": 5}', "t.jsonl:2: gold must index choices"),
+    ("{oops", "t.jsonl:2: not a JSON object"),
+])
+def test_malformed_task_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, needle: str) -> None:
+    p = tmp_path / "t.jsonl"
+    p.write_text('{"context": "x", "choices": ["a", "b"], "gold": 0}\n' + line + "\n")
+    assert main(["auto", "--out", str(tmp_path / "o"), "--task", str(p), "--min-task-acc", "0.3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and needle in err and "\n" not in err
+    assert not (tmp_path / "o").exists()

@@ -59,7 +59,8 @@ def test_auto_throughput_measures_serving_settings(tiny_model_dir, tmp_path: Pat
                         sources=[one], profile=False, screen_eval_tokens=128, full_eval_tokens=256, new_tokens=8,
                         repeats=1, concurrency=4, ablation=False)
     assert res.accepted, res.message
-    assert res.serving == {"max_batch": 4, "max_batch_tokens": 4096, "threads": 1}
+    assert res.serving == {"max_batch": 4, "max_batch_tokens": SERVING_DEFAULTS["max_batch_tokens"], "threads": 1}
     sp = res.chosen["bench"]["speed"]
     assert sp["throughput_tok_s"] > 0 and sp["ttft_ms"] > 0 and sp["concurrency"] == 4
-    assert res.baseline["throughput_tok_s"] > 0  # the server's defaults, same run
+    assert res.baseline["throughput_tok_s"] > 0 and res.baseline["concurrency"] == 4  # the server's defaults
+    assert res.baseline_name == "server defaults" and res.ratio > 0

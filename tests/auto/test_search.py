@@ -124,10 +124,45 @@ def test_resume_refuses_other_criteria(tmp_path: Path) -> None:
         run(StubMeasurer(), out=out, max_trials=4, resume=True, max_ppl_increase=0.05)
 
 
-def test_serving_objective_searches_settings(stub: StubMeasurer) -> None:
-    res = run(stub, objective="throughput", max_trials=10)
+def test_serving_objective_searches_settings(stub: StubMeasurer, tmp_path: Path) -> None:
+    """throughput: the baseline benchmarked in the same run is the original under `llmspeed serve`'s defaults, and
+    the result (message, trials.json, report) gives the chosen candidate's ratio against it."""
+    from llmspeed.auto.space import SERVING_DEFAULTS
+
+    res = run(stub, objective="throughput", max_trials=10, out=tmp_path / "o")
     assert res.accepted and set(res.serving) == {"max_batch", "max_batch_tokens", "threads"}
     assert all(r["candidate"]["serving"] for r in res.trials)
+    base = stub.benched[0][0]
+    assert base.steps == () and base.serving_dict == SERVING_DEFAULTS | {"threads": 2}
+    assert res.baseline_name == "server defaults"
+    v, v0 = res.chosen["bench"]["speed"]["throughput_tok_s"], res.baseline["throughput_tok_s"]
+    assert res.ratio == pytest.approx(v / v0) and res.ratio > 1.0
+    assert f"{res.ratio:.2f}x" in res.message and "server defaults" in res.message and "16 concurrent" in res.message
+    doc = json.loads((tmp_path / "o" / "trials.json").read_text())
+    assert doc["baseline_name"] == "server defaults" and doc["ratio"] == pytest.approx(res.ratio)
+    assert "chosen vs server defaults" in (tmp_path / "o" / "report.html").read_text()
+
+
+def test_ttft_ratio_is_lower_is_better(stub: StubMeasurer) -> None:
+    res = run(stub, objective="ttft", max_trials=6)
+    assert res.accepted and res.baseline_name == "server defaults"
+    assert res.ratio == pytest.approx(res.baseline["ttft_ms"] / res.chosen["bench"]["speed"]["ttft_ms"])
+
+
+def test_decode_baseline_is_the_original(stub: StubMeasurer) -> None:
+    res = run(stub, max_trials=4)
+    assert stub.benched[0][0].key == '{"draft": null, "model": null, "serving": {}, "steps": []}'
+    assert res.baseline_name == "original" and res.ratio == pytest.approx(
+        res.chosen["bench"]["speed"]["decode_tok_s"] / 10.0)
+
+
+def test_concurrent_waves() -> None:
+    from llmspeed.auto.workload import WorkPrompt, waves
+
+    ps = [WorkPrompt(str(i), 4) for i in range(5)]
+    assert [[p.prompt for p in w] for w in waves(ps, 2)] == [["0", "1"], ["2", "3"], ["4", "0"]]
+    assert [len(w) for w in waves(ps, 16)] == [16]
+    assert [len(w) for w in waves(ps * 4, 16)] == [16, 16]
 
 
 def test_extra_candidate_source_is_screened(stub: StubMeasurer) -> None:
@@ -152,3 +187,14 @@ def test_benchmark_reranks_and_the_full_eval_still_decides(stub: StubMeasurer) -
                          and "a8" not in c.steps else 0.0)
     res2 = run(stub2, max_trials=8, confirm_top=1)
     assert res2.recipe != "int8-head,int4-g32-asym,compile" and res2.chosen["full"]["quality"]["delta_ppl"] <= 0.03
+
+
+def test_task_file_names_the_criterion_and_resume_checks_it(tmp_path: Path) -> None:
+    t1, t2 = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    for t in (t1, t2):
+        t.write_text('{"context": "x y", "choices": ["a", "b"], "gold": 0}\n')
+    out = tmp_path / "run"
+    res = run(StubMeasurer(), out=out, max_trials=2, min_task_acc=0.3, task=t1)
+    assert "a.jsonl acc >= 0.3" in res.criteria
+    with pytest.raises(ValueError, match="criteria"):
+        run(StubMeasurer(), out=out, max_trials=3, resume=True, min_task_acc=0.3, task=t2)

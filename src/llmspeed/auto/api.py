@@ -15,8 +15,9 @@ from typing import Any
 
 from llmspeed.auto.config import AutoConfig, Criteria, parse_fraction
 from llmspeed.auto.report import write_report
-from llmspeed.auto.search import AutoResult, Measurer, Progress, Search, _candidate
-from llmspeed.auto.space import CandidateSource
+from llmspeed.auto.result import AutoResult, Measurer, Progress
+from llmspeed.auto.search import Search, _candidate
+from llmspeed.auto.space import CANDIDATE_SOURCES, DRAFTS, CandidateSource, check_student, student_source
 from llmspeed.auto.store import DB_NAME, TrialStore, open_study
 from llmspeed.util.atomic import write_dir_atomically
 
@@ -42,12 +43,23 @@ def check_out(out: Path, resume: bool) -> None:
         raise ValueError(f"--out {out} exists and is not an llmspeed directory: refusing to overwrite it")
 
 
-def _criteria(max_ppl_increase: Any, max_kl: Any, min_top1: Any, min_task_acc: Any) -> Criteria:
+def _criteria(max_ppl_increase: Any, max_kl: Any, min_top1: Any, min_task_acc: Any, task: str | None) -> Criteria:
     def opt(v: Any, name: str) -> float | None:
         return None if v is None else parse_fraction(v, name)
 
     return Criteria(max_ppl_increase=opt(max_ppl_increase, "max_ppl_increase"), max_kl=opt(max_kl, "max_kl"),
-                    min_top1=opt(min_top1, "min_top1"), min_task_acc=opt(min_task_acc, "min_task_acc"))
+                    min_top1=opt(min_top1, "min_top1"), min_task_acc=opt(min_task_acc, "min_task_acc"), task=task)
+
+
+def _task(task: Any) -> tuple[Any, str | None]:
+    """(the loaded multiple-choice task, how the criteria name it: the file's absolute path) or (None, None)."""
+    if task is None:
+        return None, None
+    from llmspeed.evaluation.mctask import MCTask, load_mc_task
+
+    if isinstance(task, MCTask):
+        return task, task.name
+    return load_mc_task(task), str(Path(task).resolve())
 
 
 def _check_resume(store: TrialStore, cfg: AutoConfig) -> None:
@@ -61,8 +73,9 @@ def _check_resume(store: TrialStore, cfg: AutoConfig) -> None:
 
 
 def auto(llm: Any, objective: str = "decode", max_ppl_increase: Any = 0.03, *, max_kl: Any = None,
-         min_top1: Any = None, min_task_acc: Any = None, budget_minutes: float = 30.0, max_trials: int = 40,
-         out: str | Path | None = None, prompts: Any = None, resume: bool = False,
+         min_top1: Any = None, min_task_acc: Any = None, task: Any = None, budget_minutes: float = 30.0,
+         max_trials: int = 40, out: str | Path | None = None, prompts: Any = None, resume: bool = False,
+         student: list[str | Path] | None = None,
          on_progress: Callable[[Progress], None] | None = None, sources: list[CandidateSource] | None = None,
          measurer: Measurer | None = None, clock: Callable[[], float] = time.monotonic,
          **settings: Any) -> AutoResult:
@@ -70,11 +83,19 @@ def auto(llm: Any, objective: str = "decode", max_ppl_increase: Any = 0.03, *, m
 
     `llm` is the original (float weights: `llmspeed.load("default:fp32")` for the embedded model); every candidate
     is built from it and judged against it. Criteria: `max_ppl_increase` relative (0.03 or "3%"), `max_kl`,
-    `min_top1`, `min_task_acc` absolute; None switches one off. `prompts`: a JSONL path or a list of
-    `WorkPrompt` for the speed runs. `settings`: further `AutoConfig` fields (confirm_top, screen_eval_tokens, ...).
+    `min_top1`, `min_task_acc` absolute; None switches one off. `task`: a multiple-choice JSONL file (or an
+    `MCTask`) whose lm-eval `acc` `min_task_acc` bounds instead of the built-in last-word task. `prompts`: a JSONL
+    path or a list of `WorkPrompt` for the speed runs. `student`: distilled student directories, candidates judged
+    against `llm` (the teacher) like any other. `settings`: further `AutoConfig` fields (confirm_top,
+    screen_eval_tokens, ...).
     """
-    cfg = AutoConfig(objective=objective, criteria=_criteria(max_ppl_increase, max_kl, min_top1, min_task_acc),
+    mc, task_ref = _task(task)
+    cfg = AutoConfig(objective=objective, criteria=_criteria(max_ppl_increase, max_kl, min_top1, min_task_acc,
+                                                             task_ref),
                      budget_minutes=budget_minutes, max_trials=max_trials, **settings)
+    students = [check_student(p) for p in (student or [])]
+    if students:
+        sources = [*(CANDIDATE_SOURCES if sources is None else sources), student_source(students)]
     out_p = None if out is None else Path(out)
     if out_p is not None:
         check_out(out_p, resume)
@@ -85,7 +106,7 @@ def auto(llm: Any, objective: str = "decode", max_ppl_increase: Any = 0.03, *, m
     if measurer is None:
         from llmspeed.auto.measure import LLMMeasurer
 
-        measurer = LLMMeasurer(llm, cfg, prompts)
+        measurer = LLMMeasurer(llm, cfg, prompts, mc)
     if out_p is not None:
         out_p.mkdir(parents=True, exist_ok=True)
     db = None if out_p is None else out_p / DB_NAME
@@ -93,7 +114,9 @@ def auto(llm: Any, objective: str = "decode", max_ppl_increase: Any = 0.03, *, m
     try:
         _check_resume(store, cfg)
         study = open_study(db, cfg.seed, resume)
-        res = Search(cfg, measurer, store, study, sources=sources, clock=clock, on_progress=on_progress).run()
+        drafts = DRAFTS if cfg.objective == "decode" and prompts else ()  # draft gains depend on the workload
+        res = Search(cfg, measurer, store, study, sources=sources, clock=clock, on_progress=on_progress,
+                     drafts=drafts).run()
     finally:
         store.close()
     if out_p is None:

@@ -2,7 +2,8 @@
 
 Criteria: `max_ppl_increase` is relative (0.03 = perplexity at most 3 % above the original's, held-out plays);
 `max_kl` (mean KL(original || candidate) per token), `min_top1` (top-1 agreement with the original) and
-`min_task_acc` (last-word accuracy) are absolute. Each criterion becomes an *excess*: 1.0 sits exactly on the
+`min_task_acc` (last-word accuracy, or lm-eval's `acc` on a local multiple-choice file given as `task`) are
+absolute. Each criterion becomes an *excess*: 1.0 sits exactly on the
 limit, above 1.0 violates it. The screening slice rejects only beyond `screen_slack`; acceptance is decided on
 the full evaluation alone (search.py).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass
+from pathlib import PurePath
 from typing import Any
 
 OBJECTIVES = ("decode", "prefill", "ttft", "throughput", "size")
@@ -51,8 +53,11 @@ class Criteria:
     max_kl: float | None = None
     min_top1: float | None = None
     min_task_acc: float | None = None
+    task: str | None = None  # a multiple-choice JSONL file for min_task_acc (None: the built-in last-word task)
 
     def __post_init__(self) -> None:
+        if self.task is not None and self.min_task_acc is None:
+            raise ValueError("--task is the task of --min-task-acc: give --min-task-acc too")
         for name in ("max_ppl_increase", "max_kl"):
             v = getattr(self, name)
             if v is not None and (not math.isfinite(v) or v < 0):
@@ -107,7 +112,8 @@ class Criteria:
         if self.min_top1 is not None:
             parts.append(f"top-1 >= {self.min_top1:g}")
         if self.min_task_acc is not None:
-            parts.append(f"last-word acc >= {self.min_task_acc:g}")
+            name = "last-word" if self.task is None else PurePath(self.task).name
+            parts.append(f"{name} acc >= {self.min_task_acc:g}")
         return ", ".join(parts)
 
 

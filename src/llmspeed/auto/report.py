@@ -13,7 +13,7 @@ from typing import Any
 
 from llmspeed.auto.config import OBJECTIVE_METRIC
 from llmspeed.auto.pareto import pareto_front
-from llmspeed.auto.search import AutoResult
+from llmspeed.auto.result import AutoResult
 from llmspeed.util.atomic import write_text_atomically
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,15 @@ def _figures(rec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     q = ((rec.get("full") or {}).get("quality")) or ((rec.get("screen") or {}).get("quality")) or {}
     s = ((rec.get("bench") or {}).get("speed")) or ((rec.get("screen") or {}).get("speed")) or {}
     return q, s
+
+
+def name_of(rec: dict[str, Any]) -> str:
+    """A trial's model in a few words: [student:]recipe [+draft spec]."""
+    c = rec["candidate"]
+    s = c["recipe"] or "original"
+    if c.get("model"):
+        s = f"{Path(c['model']).name}:{s}"
+    return s + (f" +draft {c['draft']}" if c.get("draft") else "")
 
 
 def front_points(trials: list[dict[str, Any]], key: str, higher: bool) -> tuple[list[tuple[float, float]],
@@ -49,7 +58,7 @@ def fronts(res: AutoResult) -> dict[str, list[dict[str, Any]]]:
     key, _, higher = OBJECTIVE_METRIC[res.objective]
     for name, (k, h) in (("speed", (key, higher)), ("size", ("size_mb", False))):
         pts, recs = front_points(res.trials, k, h)
-        out[name] = [{"recipe": recs[i]["candidate"]["recipe"] or "original", "key": recs[i]["key"],
+        out[name] = [{"recipe": name_of(recs[i]), "key": recs[i]["key"],
                       "value": abs(pts[i][0]), "delta_ppl_pct": pts[i][1], "status": recs[i]["status"]}
                      for i in pareto_front(pts)]
     return out
@@ -71,14 +80,15 @@ def _plot(res: AutoResult, key: str, higher: bool, unit: str, path: Path) -> boo
     fx, fy = [pts[i][1] for i in front], [abs(pts[i][0]) for i in front]
     ax.plot(fx, fy, "o-", color="#c33", label="Pareto front")
     for i in front:
-        ax.annotate(recs[i]["candidate"]["recipe"] or "original", (pts[i][1], abs(pts[i][0])), fontsize=6,
+        ax.annotate(name_of(recs[i]), (pts[i][1], abs(pts[i][0])), fontsize=6,
                     xytext=(3, 3), textcoords="offset points")
     if res.chosen is not None:
         q, s = _figures(res.chosen)
         if s.get(key) is not None:
             ax.scatter([q["delta_ppl_pct"]], [s[key]], marker="*", s=160, color="#070", label="chosen", zorder=5)
     if res.baseline.get(key) is not None:
-        ax.scatter([0.0], [res.baseline[key]], marker="x", s=60, color="#000", label="original (same run)", zorder=5)
+        ax.scatter([0.0], [res.baseline[key]], marker="x", s=60, color="#000",
+                   label=f"{res.baseline_name} (same run)", zorder=5)
     lim = res.ppl_budget_pct
     if lim is not None and math.isfinite(lim):
         ax.axvline(lim, ls="--", color="#888", lw=1, label=f"ΔPPL budget {lim:g}%")
@@ -120,8 +130,9 @@ def html(res: AutoResult, images: dict[str, str]) -> str:
              f"<p>accuracy budget: {escape(res.criteria)}; profile verdict: {escape(str(res.verdict))}; "
              f"{len(res.trials)} trials in {res.seconds / 60:.1f} min</p>"]
     if res.baseline:
-        parts.append(f"<p>original (same run): {key} {_fmt(res.baseline.get(key))} {unit}, "
-                     f"size {_fmt(res.baseline.get('size_mb'), '.1f')} MB</p>")
+        ratio = "" if res.ratio is None else f"; chosen vs {res.baseline_name}: <b>{res.ratio:.2f}x</b>"
+        parts.append(f"<p>{escape(res.baseline_name)} (same run): {key} {_fmt(res.baseline.get(key))} {unit}, "
+                     f"size {_fmt(res.baseline.get('size_mb'), '.1f')} MB{ratio}</p>")
     for name, b64 in images.items():
         parts.append(f"<h2>{escape(name)}</h2><img alt=\"{escape(name)}\" src=\"data:image/png;base64,{b64}\">")
     if res.ablation:
@@ -130,7 +141,7 @@ def html(res: AutoResult, images: dict[str, str]) -> str:
     rows = []
     for r in res.trials:
         q, s = _figures(r)
-        rows.append([str(r["number"]), r["candidate"]["recipe"] or "original",
+        rows.append([str(r["number"]), name_of(r),
                      json.dumps(r["candidate"]["serving"]) if r["candidate"]["serving"] else "", r["source"],
                      r["status"], _fmt(s.get(key)), _fmt(s.get("size_mb"), ".1f"), _fmt(q.get("delta_ppl_pct")),
                      _fmt(q.get("kl"), ".4f"), _fmt(q.get("top1"), ".3f"),

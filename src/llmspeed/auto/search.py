@@ -16,11 +16,11 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any
 
 from llmspeed.auto.config import AutoConfig
+from llmspeed.auto.result import AutoResult, Measurer, Progress
 from llmspeed.auto.space import (
     CANDIDATE_SOURCES,
     Candidate,
@@ -28,6 +28,7 @@ from llmspeed.auto.space import (
     SourceContext,
     optuna_params,
     params_to_candidate,
+    server_defaults,
     suggest,
 )
 from llmspeed.auto.store import TrialStore
@@ -38,51 +39,6 @@ SURVIVOR, REJECTED, FAILED, ACCEPTED, OVER = "survivor", "rejected (screen)", "f
 ORIGINAL = Candidate(source="original")
 
 
-class Measurer(Protocol):
-    """What the search needs measured; `measure.LLMMeasurer` is the real one."""
-
-    def verdict(self) -> str | None: ...
-    def machine(self) -> dict[str, Any]: ...
-    def max_threads(self) -> int: ...
-    def screen(self, cand: Candidate) -> dict[str, Any]: ...  # {"quality": {...}, "speed": {...}}
-    def confirm(self, cand: Candidate) -> dict[str, Any]: ...  # full-eval quality
-    def benchmark(self, cands: list[Candidate]) -> list[dict[str, Any]]: ...  # full speed, same run
-    def ablation(self, cand: Candidate) -> list[dict[str, Any]]: ...
-    def save(self, cand: Candidate, path: Path) -> None: ...  # the candidate as an llmspeed saved directory
-
-
-@dataclass
-class AutoResult:
-    objective: str
-    criteria: str
-    accepted: bool
-    recipe: str | None  # the chosen recipe (None: nothing accepted)
-    serving: dict[str, int] = field(default_factory=dict)
-    chosen: dict[str, Any] | None = None  # its trial record (full eval + benchmark)
-    best_over_budget: dict[str, Any] | None = None  # when nothing was accepted: the best candidate, not saved
-    baseline: dict[str, Any] = field(default_factory=dict)  # the original's benchmark row (same run)
-    trials: list[dict[str, Any]] = field(default_factory=list)
-    ablation: list[dict[str, Any]] = field(default_factory=list)
-    verdict: str | None = None
-    ppl_budget_pct: float | None = None
-    message: str = ""
-    out_dir: str | None = None
-    files: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
-@dataclass
-class Progress:
-    n: int
-    total: int
-    best: str
-    left_s: float
-    phase: str
-
-
 def _fmt_left(s: float) -> str:
     return f"{max(s, 0) / 60:.1f} min"
 
@@ -90,8 +46,9 @@ def _fmt_left(s: float) -> str:
 class Search:
     def __init__(self, cfg: AutoConfig, measurer: Measurer, store: TrialStore, study: Any,
                  sources: list[CandidateSource] | None = None, clock: Callable[[], float] = time.monotonic,
-                 on_progress: Callable[[Progress], None] | None = None) -> None:
+                 on_progress: Callable[[Progress], None] | None = None, drafts: tuple[str, ...] = ()) -> None:
         self.cfg, self.m, self.store, self.study = cfg, measurer, store, study
+        self.drafts = drafts  # speculative drafts tried on the best survivors (decode with the user's prompts)
         self.sources = CANDIDATE_SOURCES if sources is None else sources
         self.clock = clock
         self.on_progress = on_progress or (lambda p: None)
@@ -113,23 +70,30 @@ class Search:
             return "none yet"
         r = max(ok, key=self._score)
         key, unit, _ = self.cfg.metric
-        return f"{r['candidate']['recipe'] or 'original'} {r['screen']['speed'].get(key, float('nan')):.1f} {unit}"
+        return f"{_candidate(r).label()} {r['screen']['speed'].get(key, float('nan')):.1f} {unit}"
 
     def _progress(self, phase: str) -> None:
         self.on_progress(Progress(len(self.records), self.cfg.max_trials, self._best_label(),
                                   self.deadline - self.clock(), phase))
 
     # -- phase 1: screening ---------------------------------------------------------------------------------
-    def _screen(self, cand: Candidate) -> dict[str, Any]:
+    def _screen(self, cand: Candidate, twin: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Screen one candidate. With `twin` (the same model without the speculative draft: greedy output is
+        identical, so its accuracy is the twin's), only the speed is measured and the twin's quality is reused."""
         t = self.clock()
         rec: dict[str, Any] = {"key": cand.key, "number": self.store.next_number(), "candidate": cand.to_dict(),
                                "source": cand.source, "screen": None, "full": None, "bench": None,
                                "machine": self.m.machine(), "started": time.time()}
+        if twin is not None:
+            rec["quality_from"] = twin["key"]
         label = (f"auto: trial {len(self.records) + 1}/{self.cfg.max_trials} {cand.label()} "
                  f"(best so far {self._best_label()}; {_fmt_left(self.deadline - self.clock())} left)")
         try:
             with heartbeat(label, logger=log):
-                res = self.m.screen(cand)
+                if twin is None:
+                    res = self.m.screen(cand)
+                else:
+                    res = {"quality": twin["screen"]["quality"], "speed": self.m.speed(cand)}
         except Exception as e:  # a candidate that cannot be built or run is a failed trial, not a failed search
             log.warning("auto: %s failed: %s", cand.label(), e)
             rec |= {"status": FAILED, "error": f"{type(e).__name__}: {e}"[:500]}
@@ -171,10 +135,17 @@ class Search:
                     direct.append(c)
         return direct
 
+    def _draft_slots(self) -> int:
+        """Trials kept for the draft phase: the original and the best `confirm_top` survivors, each + a draft."""
+        if not self.drafts:
+            return 0
+        return min(1 + (1 + self.cfg.confirm_top) * len(self.drafts), self.cfg.max_trials // 2)
+
     def screen_phase(self, verdict: str | None) -> None:
         direct = [c for c in self._seeds(verdict) if c.key not in self.records]
         dupes = 0
-        while len(self.records) < self.cfg.max_trials and self.clock() < self.trial_deadline:
+        limit = self.cfg.max_trials - self._draft_slots()
+        while len(self.records) < limit and self.clock() < self.trial_deadline:
             self._progress("screening")
             if direct:
                 self._screen(direct.pop(0))
@@ -191,9 +162,42 @@ class Search:
                 continue
             self._tell(trial, self._screen(cand))
 
+    def draft_phase(self) -> None:
+        """Speculative drafts on the original and on the best survivors by screened score: a draft is lossless, so
+        each costs a speed run on the user's prompts (its accuracy is its twin's, never re-evaluated). The runs are
+        short and may use the reserve (the full deadline), not the screening deadline; they count as trials."""
+        if not self.drafts:
+            return
+        pool = sorted((r for r in self.records.values() if r["status"] in (SURVIVOR, ACCEPTED, OVER)
+                       and not r["candidate"].get("draft") and r["key"] != ORIGINAL.key),
+                      key=self._score, reverse=True)
+        for base in [ORIGINAL] + [_candidate(r) for r in pool[: self.cfg.confirm_top]]:
+            for d in self.drafts:
+                dc = replace(base, draft=d, source=f"{base.source}+draft")
+                if dc.key in self.records:
+                    continue
+                if len(self.records) >= self.cfg.max_trials or self.clock() >= self.deadline:
+                    return
+                twin = self.records.get(base.key)
+                if twin is None:  # the original: its own (trivial) screen first, so the draft has a twin
+                    twin = self._screen(base)
+                    if len(self.records) >= self.cfg.max_trials:
+                        return
+                if twin.get("screen") is None:
+                    continue
+                self._progress("drafts")
+                self._screen(dc, twin)
+
     def _confirm(self, rec: dict[str, Any]) -> None:
-        """The full eval decides: accepted or over budget (kept in the record, so a resumed run reuses it)."""
+        """The full eval decides: accepted or over budget (kept in the record, so a resumed run reuses it). A draft
+        candidate takes its twin's full eval (confirming the twin first if needed)."""
         if rec.get("full") is not None:
+            return
+        if rec.get("quality_from"):
+            twin = self.records[rec["quality_from"]]
+            self._confirm(twin)
+            rec |= {"full": twin["full"], "full_excess": twin["full_excess"], "status": twin["status"]}
+            self.store.put(rec)
             return
         cand = _candidate(rec)
         with heartbeat(f"auto: full evaluation of {cand.label()} "
@@ -238,6 +242,7 @@ class Search:
         verdict = self.m.verdict() if self.cfg.profile else None
         self.store.set_meta("config", self.cfg.to_dict())
         self.screen_phase(verdict)
+        self.draft_phase()
         confirmed = self.confirm_phase()
         accepted = [r for r in confirmed if r["status"] == ACCEPTED]
         res = AutoResult(objective=self.cfg.objective, criteria=self.cfg.criteria.describe(), accepted=False,
@@ -246,7 +251,9 @@ class Search:
         res.ppl_budget_pct = None if mp is None else 100.0 * mp
         pool = sorted((r for r in self.records.values() if r["status"] in (SURVIVOR, ACCEPTED)),
                       key=self._score, reverse=True)
-        rows = [ORIGINAL] + [_candidate(r) for r in (accepted or confirmed[:1])]
+        base = server_defaults(self.m.max_threads()) if self.serving else ORIGINAL
+        res.baseline_name = base.source
+        rows = [base] + [_candidate(r) for r in (accepted or confirmed[:1])]
         rows += [_candidate(r) for r in pool[: self.cfg.confirm_top]]  # the slice's speed run is short: re-rank
         rows += [_candidate(r) for r in self.records.values()  # the `speed` preset, for comparison
                  if r["source"] == "preset:speed" and r.get("screen")]
@@ -255,19 +262,29 @@ class Search:
             with heartbeat(f"auto: full benchmark of {len(rows)} models (original included, same run)", logger=log):
                 bench = self.m.benchmark(rows)
             res.baseline = bench[0]
-            for cand, b in zip(rows[1:], bench[1:], strict=True):
-                rec = self.records[cand.key]
-                rec["bench"] = {"speed": b}
-                self.store.put(rec)
+            for cand, b in zip(rows, bench, strict=True):
+                rec = self.records.get(cand.key)  # the baseline is a trial too when the search measured it
+                if rec is not None:
+                    rec["bench"] = {"speed": b}
+                    self.store.put(rec)
             accepted = self._second_look([self.records[c.key] for c in rows[1:]], accepted)
         if accepted:
             best = max(accepted, key=lambda r: self._score(r, "bench"))
             res.accepted, res.recipe, res.chosen = True, best["candidate"]["recipe"], best
             res.serving = dict(best["candidate"]["serving"])
-            key, unit, _ = self.cfg.metric
+            res.draft = best["candidate"].get("draft")
+            key, unit, higher = self.cfg.metric
             v, v0 = best["bench"]["speed"].get(key), res.baseline.get(key)
-            res.message = (f"chose {_candidate(best).label()}: {key} {v:.2f} {unit} vs the original's {v0:.2f} "
-                           f"(same run); {self.cfg.criteria.describe()} holds on the full eval")
+            if v and v0:
+                res.ratio = float(v) / float(v0) if higher else float(v0) / float(v)
+            work = f", {self.cfg.concurrency} concurrent requests" if self.serving else ""
+            vs = "ratio n/a" if res.ratio is None else f"{res.ratio:.2f}x"
+            res.message = (f"chose {_candidate(best).label()}: {key} {_num(v)} {unit} vs {_num(v0)} for the "
+                           f"{res.baseline_name} ({vs}, same run{work}); {self.cfg.criteria.describe()} holds on "
+                           "the full eval")
+            if res.draft:
+                res.message += (f"; run it with --draft {res.draft} (speculative decoding is a runtime option, "
+                                "not stored in the model directory)")
             if self.cfg.ablation:
                 with heartbeat("auto: ablation (each step added in turn)", logger=log):
                     res.ablation = self.m.ablation(_candidate(best))
@@ -283,6 +300,10 @@ class Search:
         res.trials = sorted(self.records.values(), key=lambda r: r["number"])
         res.seconds = self.clock() - self.t0
         return res
+
+
+def _num(v: Any) -> str:
+    return "?" if v is None else f"{float(v):.2f}"
 
 
 def _candidate(rec: dict[str, Any]) -> Candidate:

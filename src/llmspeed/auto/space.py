@@ -8,7 +8,8 @@ prune -> svd -> head -> weights -> a8 -> compile.
 
 Extension point: `CANDIDATE_SOURCES` lists functions `(SourceContext) -> list[Candidate]` evaluated before the TPE
 search, outside its parameter space. The presets are the first source; distilled students (a different `model`
-directory) and speculative drafts (`draft`) plug in here once they exist (docs/decisions.md, "llmspeed auto").
+directory) plug in here. Speculative drafts (`draft`) are not a source: the search adds them to its best survivors
+(search.py, `draft_phase`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+from llmspeed.serving.config import SERVE_MAX_BATCH, SERVE_MAX_BATCH_TOKENS
 
 WEIGHTS = ("none", "int8", "int8-dyn", "int4")
 INT4_GROUPS = (32, 64, 128)
@@ -24,6 +28,7 @@ HEADS = ("none", "int8-head", "int8-head-g32")
 PRUNES = ("none", "magnitude", "wanda", "2:4", "wanda-2:4", "mlp")
 PRUNE_AMOUNTS = {"magnitude": (10, 20, 30, 50), "wanda": (10, 20, 30, 50), "mlp": (5, 10, 20)}
 SVDS = ("none", "e0.99", "e0.95", "e0.9")
+DRAFTS = ("ngram",)  # speculative drafts tried for `decode` on the user's prompts (prompt lookup, lossless)
 MAX_BATCH = (4, 8, 16, 32)
 BATCH_TOKENS = (512, 1024, 2048, 4096)
 
@@ -35,7 +40,8 @@ BASE_PARAMS: dict[str, Any] = {"weights": "none", "head": "none", "a8": False, "
 class Candidate:
     """What one trial measures. `steps` are recipe tokens; `serving` holds engine settings (max_batch,
     max_batch_tokens, threads) for throughput/ttft; `model` replaces the user's model (a distilled student);
-    `draft` names a speculative draft (not measured yet: see the module doc)."""
+    `draft` names a speculative draft (`--draft` spec, e.g. "ngram"): lossless, so its accuracy is that of the same
+    candidate without it."""
 
     steps: tuple[str, ...] = ()
     serving: tuple[tuple[str, int], ...] = ()
@@ -61,7 +67,7 @@ class Candidate:
     def label(self) -> str:
         s = self.recipe or "original"
         if self.model:
-            s = f"{self.model}:{s}"
+            s = f"{Path(self.model).name}:{s}"
         if self.draft:
             s += f" +draft {self.draft}"
         if self.serving:
@@ -167,7 +173,15 @@ PRESET_PARAMS: dict[str, dict[str, Any]] = {
     "compile": BASE_PARAMS | {"compile": True},
     "int8-head,int8,a8,compile": BASE_PARAMS | {"weights": "int8", "head": "int8-head", "a8": True, "compile": True},
 }
-SERVING_DEFAULTS = {"max_batch": 32, "max_batch_tokens": 4096}  # runtime EngineConfig's defaults
+# `llmspeed serve`'s defaults (serving/config.py, the one place for them): the presets' serving settings and the
+# throughput / ttft baseline ("server defaults", with the server's default threads = physical cores)
+SERVING_DEFAULTS = {"max_batch": SERVE_MAX_BATCH, "max_batch_tokens": SERVE_MAX_BATCH_TOKENS}
+
+
+def server_defaults(max_threads: int) -> Candidate:
+    """The throughput / ttft baseline: the original model as `llmspeed serve` runs it by default."""
+    serving = SERVING_DEFAULTS | {"threads": max(1, max_threads)}
+    return Candidate(serving=tuple(sorted(serving.items())), source="server defaults")
 
 
 def _bytes_rank(p: dict[str, Any]) -> int:
@@ -203,6 +217,35 @@ def preset_source(ctx: SourceContext) -> list[Candidate]:
 
 
 CandidateSource = Callable[[SourceContext], list[Candidate]]
-# Where students (llmspeed distill) and speculative drafts will add themselves; each source's candidates are
-# screened like any other trial. The presets come first.
+# Each source's candidates are screened like any other trial. The presets come first; `student_source` adds
+# distilled students (`--student DIR`).
 CANDIDATE_SOURCES: list[CandidateSource] = [preset_source]
+STUDENT_STEPS: tuple[tuple[str, ...], ...] = ((), ("int8",))  # each student as shipped, and with int8 weights
+
+
+def check_student(path: str | Path) -> str:
+    """A student directory (any llmspeed / Hugging Face model directory) as its absolute path; ValueError else."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise ValueError(f"--student {path}: no such directory")
+    if not (p / "config.json").is_file():
+        raise ValueError(f"--student {path}: not a model directory (no config.json)")
+    return str(p.resolve())
+
+
+def student_source(paths: list[str]) -> CandidateSource:
+    """Distilled students as candidates (`Candidate.model`), judged against the original (the teacher) like any
+    other: each as shipped and with int8 weights on top (cheap: no calibration); serving objectives give them the
+    presets' serving settings."""
+
+    def source(ctx: SourceContext) -> list[Candidate]:
+        out = []
+        for path in paths:
+            serving: tuple[tuple[str, int], ...] = ()
+            if ctx.objective in ("throughput", "ttft"):
+                serving = tuple(sorted((SERVING_DEFAULTS | {"threads": ctx.max_threads}).items()))
+            for steps in STUDENT_STEPS:
+                out.append(Candidate(steps=steps, serving=serving, model=path, source=f"student:{Path(path).name}"))
+        return out
+
+    return source

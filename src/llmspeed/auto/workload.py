@@ -2,12 +2,14 @@
 candidate (and the original) — warm-up first, medians of repeats, EOS ignored so runs compare.
 
 Without `--prompts`: decode/prefill/size use bench.quick.measure_speed (filler prompt, batch 1); throughput/ttft
-send `concurrency` filler prompts at once. With `--prompts FILE.jsonl` (one `{"prompt": ..., "max_tokens": N}`
-per line) the user's own prompts replace the filler in every run.
+send `concurrency` (16) filler requests at once, with the server's KV size. With `--prompts FILE.jsonl` (one
+`{"prompt": ..., "max_tokens": N}` per line) the user's own prompts replace the filler in every run (throughput/ttft:
+waves of `concurrency` requests over them).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ import torch
 
 from llmspeed.bench.quick import SpeedConfig, measure_speed, model_size_mb, prompt_of
 from llmspeed.profiling.stages import STAGES
+from llmspeed.serving.config import SERVE_KV_CACHE_TOKENS
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class threads_set:
         torch.set_num_threads(self.old)
 
 
-def _fit(llm: Any, text: str, max_tokens: int) -> int:
+def fit_new_tokens(llm: Any, text: str, max_tokens: int) -> int:
     """New tokens that fit the context window after this prompt."""
     room = llm.config.max_position - len(llm.tokenizer.encode(text)) - 2
     if room < 2:
@@ -81,7 +84,7 @@ def single_stream(llm: Any, prompts: list[WorkPrompt], repeats: int) -> dict[str
     for _ in range(repeats):
         n_dec = t_dec = n_pre = t_pre = 0.0
         for wp in prompts:
-            o = llm.generate(wp.prompt, max_new_tokens=_fit(llm, wp.prompt, wp.max_tokens), ignore_eos=True)[0]
+            o = llm.generate(wp.prompt, max_new_tokens=fit_new_tokens(llm, wp.prompt, wp.max_tokens), ignore_eos=True)[0]
             n_dec += len(o.token_ids) - 1
             t_dec += o.timings["t_decode"]
             n_pre += len(o.prompt_token_ids)
@@ -91,24 +94,38 @@ def single_stream(llm: Any, prompts: list[WorkPrompt], repeats: int) -> dict[str
     return {"decode_tok_s": statistics.median(dec), "prefill_tok_s": statistics.median(pre)}
 
 
+def waves(prompts: list[WorkPrompt], concurrency: int) -> list[list[WorkPrompt]]:
+    """The workload as waves of exactly `concurrency` requests each (the last one filled up by cycling from the
+    start): every wave has the same number of requests in flight, however many prompts the file holds."""
+    n = -(-len(prompts) // concurrency) * concurrency
+    flat = [prompts[i % len(prompts)] for i in range(n)]
+    return [flat[i: i + concurrency] for i in range(0, n, concurrency)]
+
+
 @torch.inference_mode()
-def concurrent(llm: Any, prompts: list[WorkPrompt], repeats: int, serving: dict[str, int]) -> dict[str, float]:
-    """All prompts submitted at once (continuous batching, the engine the server runs) under the serving settings:
-    completion tok/s of the whole batch and median TTFT, median of repeats."""
+def concurrent(llm: Any, prompts: list[WorkPrompt], repeats: int, serving: dict[str, int],
+               concurrency: int = 16) -> dict[str, float]:
+    """`concurrency` requests at once (continuous batching, the engine the server runs, its KV size) under the
+    serving settings, wave after wave over the prompts: completion tok/s over all waves and median TTFT, median of
+    repeats."""
     eng = {k: serving[k] for k in ("max_batch", "max_batch_tokens") if k in serving}
-    llm.reset_engine(enable_prefix_cache=False, **eng)
-    texts = [wp.prompt for wp in prompts]
-    n_new = min(_fit(llm, wp.prompt, wp.max_tokens) for wp in prompts)
+    llm.reset_engine(enable_prefix_cache=False, kv_cache_tokens=SERVE_KV_CACHE_TOKENS, **eng)  # the server's KV
+    work = [([wp.prompt for wp in w], min(fit_new_tokens(llm, wp.prompt, wp.max_tokens) for wp in w))
+            for w in waves(prompts, concurrency)]
     with threads_set(serving.get("threads")):
-        llm.generate(texts[:2], max_new_tokens=4, ignore_eos=True)  # warm-up
+        llm.generate(work[0][0][:2], max_new_tokens=4, ignore_eos=True)  # warm-up
         tps, ttft = [], []
         for _ in range(repeats):
-            outs = llm.generate(texts, max_new_tokens=n_new, ignore_eos=True)
-            wall = max(o.timings["wall"] for o in outs)
-            tps.append(sum(len(o.token_ids) for o in outs) / wall)
-            ttft.append(1e3 * statistics.median(o.timings["ttft"] for o in outs))
+            n_tok, wall, firsts = 0, 0.0, []
+            for texts, n_new in work:
+                outs = llm.generate(texts, max_new_tokens=n_new, ignore_eos=True)
+                wall += max(o.timings["wall"] for o in outs)
+                n_tok += sum(len(o.token_ids) for o in outs)
+                firsts += [o.timings["ttft"] for o in outs]
+            tps.append(n_tok / wall)
+            ttft.append(1e3 * statistics.median(firsts))
     return {"throughput_tok_s": statistics.median(tps), "ttft_ms": statistics.median(ttft),
-            "concurrency": float(len(texts))}
+            "concurrency": float(concurrency), "requests": float(sum(len(t) for t, _ in work))}
 
 
 def speed_of(llm: Any, objective: str, prompts: list[WorkPrompt] | None, *, new_tokens: int, repeats: int,
@@ -117,18 +134,18 @@ def speed_of(llm: Any, objective: str, prompts: list[WorkPrompt] | None, *, new_
     out: dict[str, Any] = {"size_mb": model_size_mb(llm.model)}
     if objective == "size":
         return out
-    cached = llm.engine_config.enable_prefix_cache
+    saved = dataclasses.asdict(llm.engine_config)  # the runs change KV size, batch limits, prefix cache
     try:
         if objective in ("throughput", "ttft"):
-            work = prompts or [WorkPrompt(prompt_of(llm, 128), new_tokens)] * concurrency
-            out |= concurrent(llm, work, repeats, serving)
+            work = prompts or [WorkPrompt(prompt_of(llm, 128), new_tokens)]
+            out |= concurrent(llm, work, repeats, serving, concurrency)
         elif prompts:
             out |= single_stream(llm, prompts, repeats)
         else:
             s = measure_speed(llm, SpeedConfig(new_tokens=new_tokens, repeats=repeats, prefill_len=prefill_len))
             out |= {"decode_tok_s": s.decode_tok_s, "prefill_tok_s": s.prefill_tok_s, "settings": s.settings}
     finally:
-        llm.reset_engine(enable_prefix_cache=cached)
+        llm.reset_engine(**saved)
     return out
 
 

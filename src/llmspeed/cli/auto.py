@@ -30,11 +30,16 @@ def auto(
                                          "'off' to drop it"),
     max_kl: str = typer.Option(None, "--max-kl", help="mean KL(original || candidate) per token, absolute"),
     min_top1: str = typer.Option(None, "--min-top1", help="top-1 agreement with the original, absolute (0.95)"),
-    min_task_acc: str = typer.Option(None, "--min-task-acc", help="last-word accuracy, absolute (0.3)"),
+    min_task_acc: str = typer.Option(None, "--min-task-acc", help="task accuracy, absolute (0.3): last-word, "
+                                     "or --task's"),
+    task: Path = typer.Option(None, "--task", help="multiple-choice JSONL for --min-task-acc: {\"context\": ..., "
+                              "\"choices\": [...], \"gold\": i} per line (lm-eval's acc)"),
     budget_minutes: float = typer.Option(30.0, "--budget-minutes", help="wall-clock budget of the whole search"),
     max_trials: int = typer.Option(40, "--max-trials", help="candidates screened, across resumed runs"),
     prompts: Path = typer.Option(None, "--prompts", help="JSONL workload for the speed runs: "
                                  "{\"prompt\": ..., \"max_tokens\": N} per line"),
+    student: list[Path] = typer.Option(None, "--student", help="a distilled student directory, judged against "
+                                       "--model (the teacher) as a candidate; repeat for more"),
     resume: bool = typer.Option(False, "--resume", help="continue the run stored in --out (no finished trial repeats)"),
     eval_tokens: int = typer.Option(8192, "--eval-tokens", help="held-out tokens of the full (accepting) eval"),
     screen_tokens: int = typer.Option(1024, "--screen-tokens", help="held-out tokens of the screening slice"),
@@ -45,22 +50,29 @@ def auto(
     import llmspeed
     from llmspeed.auto.api import check_out
     from llmspeed.auto.config import AutoConfig, Criteria
+    from llmspeed.auto.space import check_student
     from llmspeed.auto.workload import load_prompts
     from llmspeed.models.spec import float_source
 
     crit = Criteria(max_ppl_increase=_opt_fraction(max_ppl_increase, "--max-ppl-increase"),
                     max_kl=_opt_fraction(max_kl, "--max-kl"), min_top1=_opt_fraction(min_top1, "--min-top1"),
-                    min_task_acc=_opt_fraction(min_task_acc, "--min-task-acc"))
+                    min_task_acc=_opt_fraction(min_task_acc, "--min-task-acc"),
+                    task=None if task is None else str(task))
     sizes = {"full_eval_tokens": eval_tokens, "screen_eval_tokens": screen_tokens}
     cfg = AutoConfig(objective=objective, criteria=crit, budget_minutes=budget_minutes, max_trials=max_trials,
                      seed=seed, **sizes)  # bad input fails here: one line, exit 2, nothing loaded
     work = load_prompts(prompts, cfg.new_tokens) if prompts is not None else None
+    students = [check_student(p) for p in student or []]
+    if task is not None:
+        from llmspeed.evaluation.mctask import load_mc_task
+
+        load_mc_task(task)  # a malformed file fails here, before the model loads
     check_out(out, resume)
     llm = llmspeed.load(float_source(model), threads=threads)
     with _progress_bar(cfg.max_trials) as on_progress:
         res = llmspeed.auto(llm, objective, crit.max_ppl_increase, max_kl=crit.max_kl, min_top1=crit.min_top1,
-                            min_task_acc=crit.min_task_acc, budget_minutes=budget_minutes, max_trials=max_trials,
-                            out=out, prompts=work, resume=resume, on_progress=on_progress, seed=seed,
+                            min_task_acc=crit.min_task_acc, task=task, budget_minutes=budget_minutes, max_trials=max_trials,
+                            out=out, prompts=work, resume=resume, student=students, on_progress=on_progress, seed=seed,
                             **sizes)
     render(res)
     if not res.accepted:

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from llmspeed.cli.common import DeviceOpt, DraftOpt, DtypeOpt, ModelOpt, ThreadsOpt, TpOpt, load_llm
+from llmspeed.serving.config import SERVE_KV_CACHE_TOKENS, SERVE_MAX_BATCH, SERVE_MAX_BATCH_TOKENS, SERVE_MAX_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,11 @@ def serve(
     port: int = typer.Option(8000, "--port"),
     api_key: str = typer.Option(None, "--api-key", help="require 'Authorization: Bearer KEY' (or LLMSPEED_API_KEY)"),
     served_name: str = typer.Option(None, "--served-model-name", help="model id in /v1/models (default: --model)"),
-    max_batch: int = typer.Option(16, "--max-batch", help="requests in the running batch"),
-    max_batch_tokens: int = typer.Option(2048, "--max-batch-tokens", help="prompt tokens per prefill step"),
-    kv_cache_tokens: int = typer.Option(16384, "--kv-cache-tokens", help="KV-cache capacity in tokens"),
-    max_queue: int = typer.Option(64, "--max-queue", help="waiting requests beyond --max-batch; more get 429"),
+    max_batch: int = typer.Option(SERVE_MAX_BATCH, "--max-batch", help="requests in the running batch"),
+    max_batch_tokens: int = typer.Option(SERVE_MAX_BATCH_TOKENS, "--max-batch-tokens",
+                                         help="prompt tokens per prefill step"),
+    kv_cache_tokens: int = typer.Option(SERVE_KV_CACHE_TOKENS, "--kv-cache-tokens", help="KV-cache capacity in tokens"),
+    max_queue: int = typer.Option(SERVE_MAX_QUEUE, "--max-queue", help="waiting requests beyond --max-batch; more get 429"),
     request_timeout: float = typer.Option(600.0, "--request-timeout", help="seconds per request"),
     cache_l1: int = typer.Option(1024, "--cache-l1", help="response-cache entries in memory (0 = off)"),
     cache_policy: str = typer.Option("lru", "--cache-policy", help="lru | fifo"),

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# `llmspeed serve`'s engine defaults: the one place for them (the serve CLI, the Ray backend and `llmspeed auto`'s
+# "server defaults" baseline read them; runtime's EngineConfig keeps its own library defaults for `llmspeed.load`).
+SERVE_MAX_BATCH = 16  # --max-batch: requests in the running batch
+SERVE_MAX_BATCH_TOKENS = 2048  # --max-batch-tokens: prompt tokens per prefill step
+SERVE_KV_CACHE_TOKENS = 16384  # --kv-cache-tokens: KV-cache capacity in tokens
+SERVE_MAX_QUEUE = 64  # --max-queue
+SERVE_ENGINE_DEFAULTS: dict[str, int] = {"kv_cache_tokens": SERVE_KV_CACHE_TOKENS, "max_batch": SERVE_MAX_BATCH,
+                                         "max_batch_tokens": SERVE_MAX_BATCH_TOKENS}
+
 CACHE_POLICIES = ("lru", "fifo")
 LB_POLICIES = ("round-robin", "least-conn", "prefix-affinity")
 
@@ -12,7 +21,7 @@ LB_POLICIES = ("round-robin", "least-conn", "prefix-affinity")
 class ServerConfig:
     model_name: str = "llmspeed"  # the id /v1/models reports; requests may also name the --model value
     api_key: str | None = None
-    max_queue: int = 64  # requests waiting for a batch slot beyond --max-batch; more -> 429
+    max_queue: int = SERVE_MAX_QUEUE  # requests waiting for a batch slot beyond --max-batch; more -> 429
     request_timeout: float = 600.0  # seconds per request; then aborted (504, or an SSE error event)
     cache_l1: int = 1024  # entries in the in-process response cache (0 = off)
     cache_policy: str = "lru"

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmspeed.serving.config import ServerConfig
+from llmspeed.serving.config import SERVE_ENGINE_DEFAULTS, SERVE_MAX_BATCH, ServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class RayConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     app_name: str = "llmspeed"
-    engine: dict[str, Any] = field(default_factory=dict)  # EngineConfig fields
+    engine: dict[str, Any] = field(default_factory=dict)  # EngineConfig fields over `llmspeed serve`'s defaults
     compile: str = "background"  # the decode graphs, as `serve --compile` (runtime.compiled.serving_compile)
 
     def __post_init__(self) -> None:
@@ -62,7 +62,8 @@ def build_app(model: str, dtype: str, threads: int | None, recipe: str | None, e
     from llmspeed.runtime.engine import EngineConfig
     from llmspeed.serving.app import create_app
 
-    llm = llmspeed.load(model, dtype=dtype, threads=threads, engine_config=EngineConfig(**engine), recipe=recipe)
+    ecfg = EngineConfig(**(SERVE_ENGINE_DEFAULTS | engine))
+    llm = llmspeed.load(model, dtype=dtype, threads=threads, engine_config=ecfg, recipe=recipe)
     llm.set_compile(serving_compile(llm.options.compile, compile_mode))
     return create_app(llm, server)
 
@@ -81,7 +82,7 @@ def deploy(model: str, dtype: str, threads: int | None, recipe: str | None, serv
     def builder() -> Any:  # a plain function: Ray Serve calls it on each replica to get the ASGI app
         return build_app(model, dtype, threads, recipe, engine, server, cfg.compile)
 
-    max_batch = int(cfg.engine.get("max_batch", 32))
+    max_batch = int(cfg.engine.get("max_batch", SERVE_MAX_BATCH))
     opts: dict[str, Any] = {"name": cfg.app_name, "ray_actor_options": {"num_cpus": cfg.cpus_per_replica},
                             "max_ongoing_requests": max_batch + server.max_queue}
     if cfg.autoscaling:
