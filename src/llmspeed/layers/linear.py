@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+FUSED_PARTS = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")  # the projections a block may fuse
+
 
 def _tensors(mod: nn.Module) -> dict[str, torch.Tensor]:
     """The row-major [N, ...] tensors a fused module slices: the Linear weight/bias, or the module's buffers."""

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmspeed.layers.attention import AttnBatch
+from llmspeed.layers.linear import FUSED_PARTS
 from llmspeed.layers.quant.plan import PhaseAware
 from llmspeed.runtime import aot
 from llmspeed.runtime.aot_builds import BackgroundBuilds, bucket_spec
@@ -279,7 +280,7 @@ def prepare_for_compile(model: nn.Module) -> None:
             continue
         if isinstance(fused.fused, PhaseAware):
             fused.fused.prepare_for_tracing()
-        mods = tuple(getattr(mod, n) for n in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj") if hasattr(mod, n))
+        mods = tuple(getattr(mod, n) for n in FUSED_PARTS if hasattr(mod, n))
         if not fused.valid(mods):
             mod.fused = None
 

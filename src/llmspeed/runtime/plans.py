@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 from torch import nn
 
+from llmspeed.layers.linear import FUSED_PARTS
 from llmspeed.layers.quant.plan import ExecPlan, PhaseAware
 from llmspeed.runtime.options import RuntimeOptions
 from llmspeed.runtime.phase import measured_plans
@@ -28,6 +29,20 @@ def phase_modules(model: nn.Module) -> list[PhaseAware]:
         if isinstance(fused, PhaseAware):
             out.append(fused)
     return out
+
+
+def running_phase_modules(model: nn.Module) -> list[PhaseAware]:
+    """The phase-aware linears a forward runs: a valid fused q/k/v or gate/up module stands in for its parts (which
+    keep plans of their own, measured for their own shapes, that no forward uses)."""
+    replaced: set[int] = set()
+    for mod in model.modules():
+        f = getattr(mod, "fused", None)
+        if f is None:
+            continue
+        parts = tuple(getattr(mod, n) for n in FUSED_PARTS if hasattr(mod, n))  # what the forward passes to valid()
+        if f.valid(parts):
+            replaced.update(id(p) for p in parts)
+    return [m for m in phase_modules(model) if id(m) not in replaced]
 
 
 def plan_layers(model: nn.Module, options: RuntimeOptions) -> dict[str, ExecPlan]:

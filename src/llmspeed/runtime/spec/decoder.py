@@ -21,7 +21,7 @@ from torch import nn
 from llmspeed.runtime.block_pool import BlockPool
 from llmspeed.runtime.kv_cache import KVCache
 from llmspeed.runtime.model_runner import ModelRunner, RowResult
-from llmspeed.runtime.plans import phase_modules
+from llmspeed.runtime.plans import running_phase_modules
 from llmspeed.runtime.scheduler import Batch
 from llmspeed.runtime.sequence import Sequence
 from llmspeed.runtime.spec.adaptive import AdaptiveK
@@ -38,7 +38,7 @@ SpecResult = list[int] | Exception  # per row: the emitted tokens (accepted draf
 def kernel_rows(model: nn.Module) -> int:
     """Rows up to which every quantized linear of `model` runs its decode kernel (beyond: its prefill path, which
     dequantizes the weight, several decode steps' worth of time on a small model); large for float models."""
-    rows = [m.plan.small_m for m in phase_modules(model) if m.plan.prefill != "kernel"]
+    rows = [m.plan.small_m for m in running_phase_modules(model) if m.plan.prefill != "kernel"]
     return max(min(rows, default=1 << 30), 2)
 
 
