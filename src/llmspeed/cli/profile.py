@@ -93,7 +93,9 @@ def render(r: dict[str, Any]) -> None:
               f"{(dec['weight_bytes_per_step'] + dec['kv_bytes_per_step']) / 1e6:.1f} MB/step -> "
               f"{dec['achieved_gbs']:.2f} GB/s = {dec['pct_of_bandwidth']:.0f}% of {cal['bandwidth_gbs']:.1f} GB/s; "
               f"roofline {dec['roofline_ms']:.2f} ms; per-step overhead {dec['overhead_ms_per_step']:.2f} ms "
-              f"({dec['overhead_pct']:.0f}%)")
+              f"({dec['overhead_pct']:.0f}%, profiler: step minus named compute kernels)")
+    con.print(f"host overhead per step (no profiler): {dec['host_overhead_ms_per_step']:.2f} ms outside the model "
+              f"graph ({dec['graph_ms_per_step']:.2f} ms inside it, step {dec['host_measured_step_ms']:.2f} ms)")
     sp = r.get("speculative")
     if sp:
         con.print(f"speculative ({sp['draft']}): acceptance {sp['acceptance_rate']:.0%} of {sp['draft_tokens']} "

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmspeed.profiling import roofline
+from llmspeed.profiling.host import measure_host_overhead
 from llmspeed.profiling.ops import profile_decode_steps
 from llmspeed.profiling.prompts import prompt_text
 from llmspeed.profiling.stages import StageBreakdown, from_timings, median_breakdown
@@ -71,6 +72,7 @@ def run_profile(llm: Any, cfg: ProfileConfig) -> dict[str, Any]:
     stages = median_breakdown(runs)
     steps = max(cfg.new_tokens - 1, 0)
     step_s = stages.t_decode / steps if steps else 0.0
+    host = measure_host_overhead(llm, [prompt] * cfg.batch, max(min(64, steps), 1))  # no profiler attached
     ops = profile_decode_steps(llm, [prompt] * cfg.batch, min(cfg.profile_steps, max(steps, 1)), cfg.trace_path)
     avg_ctx = n_prompt + cfg.new_tokens // 2
     w_bytes, kv_bytes = model_bytes(llm, cfg.batch, avg_ctx)
@@ -100,7 +102,9 @@ def run_profile(llm: Any, cfg: ProfileConfig) -> dict[str, Any]:
                    "pct_of_bandwidth": verdict.pct_of_bandwidth,
                    "overhead_ms_per_step": overhead_ms, "overhead_pct": 100 * overhead_frac,
                    "profiled_step_ms": ops.profiled_step_ms, "profiled_compute_ms": ops.compute_ms_per_step,
-                   "profiled_overhead_ms": prof_overhead_ms},
+                   "profiled_overhead_ms": prof_overhead_ms,
+                   "host_overhead_ms_per_step": host.host_ms, "graph_ms_per_step": host.graph_ms,
+                   "host_measured_step_ms": host.step_ms},
         "prefill": {"flops": fig.prefill_flops, "gflops": verdict.prefill_gflops,
                     "pct_of_peak": verdict.pct_of_peak_flops},
         "ops": ops.to_dict(),
