@@ -126,7 +126,8 @@ def suggest(trial: Any, serving: bool, max_threads: int) -> dict[str, Any]:
     p["prune"] = trial.suggest_categorical("prune", list(PRUNES))
     if p["prune"] in PRUNE_AMOUNTS:
         p["prune_amount"] = trial.suggest_categorical(f"amount_{p['prune']}", list(PRUNE_AMOUNTS[p["prune"]]))
-    p["svd"] = trial.suggest_categorical("svd", list(SVDS))
+    # low-rank factors get per-layer ranks (svd-e) that int4's groups do not divide: such a trial could only fail
+    p["svd"] = trial.suggest_categorical("svd", list(SVDS)) if p["weights"] != "int4" else "none"
     p["compile"] = trial.suggest_categorical("compile", [False, True])
     if serving:
         p["max_batch"] = trial.suggest_categorical("max_batch", list(MAX_BATCH))
