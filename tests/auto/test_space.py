@@ -36,6 +36,7 @@ def test_sampled_candidates_are_valid_recipes() -> None:
         kinds |= {s.split("-")[0] for s in c.steps}
         assert not (any(s.startswith("svd") for s in c.steps) and any(s.startswith("int4") for s in c.steps)), \
             c.recipe  # svd-e ranks are not multiples of int4's groups: never sampled together
+        assert not ("int8-dyn" in c.steps and "compile" in c.steps), c.recipe
         study.tell(t, [1.0, 1.0])
     assert {"int4", "int8", "prune", "svd", "compile", "a8"} <= kinds
 

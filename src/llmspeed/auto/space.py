@@ -128,7 +128,9 @@ def suggest(trial: Any, serving: bool, max_threads: int) -> dict[str, Any]:
         p["prune_amount"] = trial.suggest_categorical(f"amount_{p['prune']}", list(PRUNE_AMOUNTS[p["prune"]]))
     # low-rank factors get per-layer ranks (svd-e) that int4's groups do not divide: such a trial could only fail
     p["svd"] = trial.suggest_categorical("svd", list(SVDS)) if p["weights"] != "int4" else "none"
-    p["compile"] = trial.suggest_categorical("compile", [False, True])
+    # int8-dyn's packed fbgemm weights do not export (the AOT runner falls back to dynamo, which breaks the graph
+    # at every layer and recompiles per shape): compiling it only costs the trial its time
+    p["compile"] = trial.suggest_categorical("compile", [False, True]) if p["weights"] != "int8-dyn" else False
     if serving:
         p["max_batch"] = trial.suggest_categorical("max_batch", list(MAX_BATCH))
         p["max_batch_tokens"] = trial.suggest_categorical("max_batch_tokens", list(BATCH_TOKENS))
