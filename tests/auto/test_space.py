@@ -37,6 +37,7 @@ def test_sampled_candidates_are_valid_recipes() -> None:
         assert not (any(s.startswith("svd") for s in c.steps) and any(s.startswith("int4") for s in c.steps)), \
             c.recipe  # svd-e ranks are not multiples of int4's groups: never sampled together
         assert not ("int8-dyn" in c.steps and "compile" in c.steps), c.recipe
+        assert not (any(s.startswith("prune-mlp") for s in c.steps) and any(s.startswith("int4") for s in c.steps))
         study.tell(t, [1.0, 1.0])
     assert {"int4", "int8", "prune", "svd", "compile", "a8"} <= kinds
 
