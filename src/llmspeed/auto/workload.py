@@ -10,7 +10,6 @@ waves of `concurrency` requests over them).
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from llmspeed.bench.quick import SpeedConfig, measure_speed, model_size_mb, prompt_of
 from llmspeed.profiling.stages import STAGES
 from llmspeed.serving.config import SERVE_KV_CACHE_TOKENS
+from llmspeed.util.jsonl import read_objects
 
 
 @dataclass(frozen=True)
@@ -32,21 +32,13 @@ class WorkPrompt:
 def load_prompts(path: str | Path, default_max_tokens: int = 64) -> list[WorkPrompt]:
     """JSONL: one object per line with a non-empty "prompt" string and an optional positive "max_tokens"."""
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"--prompts file not found: {p}")
     out = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            raise ValueError(f"{p}:{i}: not a JSON object") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str) or not obj["prompt"]:
-            raise ValueError(f"{p}:{i}: each line needs a non-empty \"prompt\" string")
+    for at, obj in read_objects(p, "--prompts"):
+        if not isinstance(obj.get("prompt"), str) or not obj["prompt"]:
+            raise ValueError(f"{at}: each line needs a non-empty \"prompt\" string")
         n = obj.get("max_tokens", default_max_tokens)
         if not isinstance(n, int) or isinstance(n, bool) or n < 2:
-            raise ValueError(f"{p}:{i}: max_tokens must be an integer >= 2, got {n!r}")
+            raise ValueError(f"{at}: max_tokens must be an integer >= 2, got {n!r}")
         out.append(WorkPrompt(obj["prompt"], n))
     if not out:
         raise ValueError(f"{p}: no prompts")

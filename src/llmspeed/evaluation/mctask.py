@@ -15,12 +15,13 @@ Scoring (lm-eval's `multiple_choice` output type with its `hf` backend's tokeniz
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from llmspeed.util.jsonl import read_objects
 
 
 @dataclass(frozen=True)
@@ -61,29 +62,19 @@ class MCTask:
 def load_mc_task(path: str | Path) -> MCTask:
     """Read and validate the JSONL file; ValueError naming `file:line` for the first malformed line."""
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"--task file not found: {p}")
     items = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            raise ValueError(f"{p}:{i}: not a JSON object") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"{p}:{i}: not a JSON object")
+    for at, obj in read_objects(p, "--task"):
         ctx, choices, gold = obj.get("context"), obj.get("choices"), obj.get("gold")
         if not isinstance(ctx, str):
-            raise ValueError(f"{p}:{i}: \"context\" must be a string")
+            raise ValueError(f"{at}: \"context\" must be a string")
         if not isinstance(choices, list):
-            raise ValueError(f"{p}:{i}: \"choices\" must be a list of strings")
+            raise ValueError(f"{at}: \"choices\" must be a list of strings")
         if not isinstance(gold, int) or isinstance(gold, bool):
-            raise ValueError(f"{p}:{i}: \"gold\" must be an integer index into choices")
+            raise ValueError(f"{at}: \"gold\" must be an integer index into choices")
         try:
             items.append(MCItem(ctx, tuple(choices), gold))
         except ValueError as e:
-            raise ValueError(f"{p}:{i}: {e}") from None
+            raise ValueError(f"{at}: {e}") from None
     if not items:
         raise ValueError(f"{p}: no items")
     return MCTask(p.name, tuple(items))
