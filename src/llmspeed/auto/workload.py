@@ -105,7 +105,9 @@ def concurrent(llm: Any, prompts: list[WorkPrompt], repeats: int, serving: dict[
     work = [([wp.prompt for wp in w], min(fit_new_tokens(llm, wp.prompt, wp.max_tokens) for wp in w))
             for w in waves(prompts, concurrency)]
     with threads_set(serving.get("threads")):
-        llm.generate(work[0][0][:2], max_new_tokens=4, ignore_eos=True)  # warm-up
+        # warm-up with a whole wave: a compiled candidate builds its batch-`concurrency` decode graph here, not
+        # inside the timed run (a screening run has one repeat, so a cold compile there misranked compile)
+        llm.generate(work[0][0], max_new_tokens=4, ignore_eos=True)
         tps, ttft = [], []
         for _ in range(repeats):
             n_tok, wall, firsts = 0, 0.0, []
