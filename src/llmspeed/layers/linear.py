@@ -20,6 +20,11 @@ from torch import nn
 FUSED_PARTS = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")  # the projections a block may fuse
 
 
+def fused_parts(block: nn.Module) -> tuple[nn.Module, ...]:
+    """The projections of `block` that its `fused` module stands in for, as its forward checks them (`valid`)."""
+    return tuple(getattr(block, n) for n in FUSED_PARTS if hasattr(block, n))
+
+
 def _tensors(mod: nn.Module) -> dict[str, torch.Tensor]:
     """The row-major [N, ...] tensors a fused module slices: the Linear weight/bias, or the module's buffers."""
     if type(mod) is nn.Linear:

@@ -118,9 +118,10 @@ class BackgroundBuilds:
         return sum(not f.done() for f in self._pending.values())
 
     def get(self, key: Hashable, export: Callable[[], tuple[Any, Path]], options: dict[str, Any], what: str,
-            job: dict[str, Any] | None = None) -> aot.AotRunner | None:
+            job: Callable[[], dict[str, Any]] | None = None) -> aot.AotRunner | None:
         """The runner for `key` when it is ready; else None (run this step eager) after starting its build.
-        `job`: the bucket as a child process rebuilds it (`bucket_spec` + compile settings)."""
+        `job`: makes the bucket as a child process rebuilds it (`bucket_spec` + compile settings), called once,
+        when the build is submitted (not on the eager steps while it runs)."""
         if key in self._failed:
             return None
         fut = self._pending.get(key)
@@ -133,10 +134,10 @@ class BackgroundBuilds:
                 self._fail(key, what, e)
                 return None
             if self.worker is not None and job is not None:
-                worker = self.worker
+                worker, spec = self.worker, {**job(), "root": str(path.parent)}
 
                 def run() -> aot.AotRunner:
-                    return _in_child(worker, {**job, "root": str(path.parent)}, ep, path, options, what)
+                    return _in_child(worker, spec, ep, path, options, what)
             else:
                 def run() -> aot.AotRunner:
                     return _in_thread(ep, path, options, what)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmspeed.layers.attention import AttnBatch
-from llmspeed.layers.linear import FUSED_PARTS
+from llmspeed.layers.linear import fused_parts
 from llmspeed.layers.quant.plan import PhaseAware
 from llmspeed.runtime import aot
 from llmspeed.runtime.aot_builds import BackgroundBuilds, bucket_spec
@@ -226,8 +226,8 @@ class CompiledDecode:
         key = (inputs[0].shape[0], inputs[3].shape[1], layout)  # (Bb, Sb, KV layout): fixes every input shape
         run = self._aot.get(key)
         if run is None and self.builds is not None:
-            job = {**bucket_spec(inputs, state), "compile": dataclasses.asdict(self.cfg)}
-            run = self.builds.get(key, lambda: self._export(inputs, state), self._options(), self._what(inputs), job)
+            run = self.builds.get(key, lambda: self._export(inputs, state), self._options(), self._what(inputs),
+                                  lambda: {**bucket_spec(inputs, state), "compile": dataclasses.asdict(self.cfg)})
             if run is None:  # this bucket is being compiled (or cannot be): the eager step, same kernels
                 return self.model(ids, meta, kv, logits_index=torch.zeros(ids.shape[0], dtype=torch.long))
             self._aot[key] = run
@@ -280,8 +280,7 @@ def prepare_for_compile(model: nn.Module) -> None:
             continue
         if isinstance(fused.fused, PhaseAware):
             fused.fused.prepare_for_tracing()
-        mods = tuple(getattr(mod, n) for n in FUSED_PARTS if hasattr(mod, n))
-        if not fused.valid(mods):
+        if not fused.valid(fused_parts(mod)):
             mod.fused = None
 
 

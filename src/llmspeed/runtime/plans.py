@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from torch import nn
 
-from llmspeed.layers.linear import FUSED_PARTS
+from llmspeed.layers.linear import fused_parts
 from llmspeed.layers.quant.plan import ExecPlan, PhaseAware
 from llmspeed.runtime.options import RuntimeOptions
 from llmspeed.runtime.phase import measured_plans
@@ -39,7 +39,7 @@ def running_phase_modules(model: nn.Module) -> list[PhaseAware]:
         f = getattr(mod, "fused", None)
         if f is None:
             continue
-        parts = tuple(getattr(mod, n) for n in FUSED_PARTS if hasattr(mod, n))  # what the forward passes to valid()
+        parts = fused_parts(mod)
         if f.valid(parts):
             replaced.update(id(p) for p in parts)
     return [m for m in phase_modules(model) if id(m) not in replaced]
