@@ -106,12 +106,16 @@ class LLMMeasurer:
     def build(self, cand: Candidate) -> LLM:
         if self._built is not None and self._built[0] == cand.key:
             return self._built[1]
-        self._built = None
-        gc.collect()
+        self._drop_built()
         llm = self._make(cand)
         if llm is not self.base:
             self._built = (cand.key, llm)
         return llm
+
+    def _drop_built(self) -> None:
+        """Forget the last built candidate and free its memory before building another."""
+        self._built = None
+        gc.collect()
 
     def _make(self, cand: Candidate, made: dict[str, LLM] | None = None) -> LLM:
         if self._built is not None and self._built[0] == cand.key:
@@ -169,8 +173,7 @@ class LLMMeasurer:
     def benchmark(self, cands: list[Candidate]) -> list[dict[str, Any]]:
         """All models built first, then `repeats` rounds, each model once per round in turn (load that comes and
         goes hits them all alike); per model the median of its rounds."""
-        self._built = None
-        gc.collect()
+        self._drop_built()
         made: dict[str, LLM] = {}
         for c in cands:  # a draft candidate shares its twin's weights when both are benchmarked
             made[c.key] = self._make(c, made)
@@ -214,13 +217,11 @@ class LLMMeasurer:
                 llm = copy.copy(llm)
                 llm.set_draft(c.draft)
             elif kind == "student":  # the student as shipped
-                self._built = None
-                gc.collect()
+                self._drop_built()
                 llm = self._make(c)
             elif kind == "step":  # one step more, in place (as `llmspeed optimize` applies them)
                 if llm is self.base:
-                    self._built = None
-                    gc.collect()
+                    self._drop_built()
                     llm = LLM(copy.deepcopy(self.base.model), self.base.tokenizer, list(self.base.recipe),
                               self.base.source)
                 llm.compress_(name, progress=False)
