@@ -246,9 +246,7 @@ def student_source(paths: list[str]) -> CandidateSource:
     def source(ctx: SourceContext) -> list[Candidate]:
         out = []
         for path in paths:
-            serving: tuple[tuple[str, int], ...] = ()
-            if ctx.objective in ("throughput", "ttft"):
-                serving = tuple(sorted((SERVING_DEFAULTS | {"threads": ctx.max_threads}).items()))
+            serving = server_defaults(ctx.max_threads).serving if ctx.objective in ("throughput", "ttft") else ()
             for steps in STUDENT_STEPS:
                 out.append(Candidate(steps=steps, serving=serving, model=path, source=f"student:{Path(path).name}"))
         return out
