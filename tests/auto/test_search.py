@@ -143,6 +143,16 @@ def test_serving_objective_searches_settings(stub: StubMeasurer, tmp_path: Path)
     assert "chosen vs server defaults" in (tmp_path / "o" / "report.html").read_text()
 
 
+def test_serving_baseline_runs_the_served_form(stub: StubMeasurer) -> None:
+    """With `served_steps` (what `llmspeed serve --model M` runs: the shipped blocks, compiled) the baseline is
+    that model, its steps in the search's order, named in the message."""
+    res = run(stub, objective="throughput", max_trials=6,
+              served_steps=("int4-g32-asym", "int8-head-g32", "compile"))
+    base = stub.benched[0][0]
+    assert base.steps == ("int8-head-g32", "int4-g32-asym", "compile") and base.source == "server defaults"
+    assert "server defaults (int8-head-g32,int4-g32-asym,compile)" in res.message
+
+
 def test_ttft_ratio_is_lower_is_better(stub: StubMeasurer) -> None:
     res = run(stub, objective="ttft", max_trials=6)
     assert res.accepted and res.baseline_name == "server defaults"

@@ -93,3 +93,45 @@ def test_load_prompts(tmp_path) -> None:
     p.write_text('{"prompt": "x", "max_tokens": 1}\n')
     with pytest.raises(ValueError, match="max_tokens"):
         load_prompts(p)
+
+
+def test_neighbours_are_valid_recipes_and_single_stream_only() -> None:
+    from llmspeed.auto.space import NEIGHBOUR_PARAMS, neighbour_source, optuna_params
+
+    cands = neighbour_source(SourceContext("decode", None, 2))
+    assert [c.recipe for c in cands] == list(NEIGHBOUR_PARAMS)  # each name is the recipe it expands to
+    for c in cands:
+        assert Recipe.parse(c.recipe).steps == c.steps
+        replayed = suggest(optuna.trial.FixedTrial(optuna_params(c.params, False, 2)), serving=False, max_threads=2)
+        assert params_to_candidate(replayed).key == c.key  # enqueued for TPE, it samples back to itself
+    assert neighbour_source(SourceContext("throughput", None, 2)) == []
+
+
+def test_gated_prune_and_svd_replay() -> None:
+    from llmspeed.auto.space import BASE_PARAMS, optuna_params
+
+    p = BASE_PARAMS | {"weights": "int8", "prune": "wanda", "prune_amount": 20, "svd": "e0.95"}
+    asked = optuna_params(p, False, 2)
+    assert asked["prune_on"] is True and asked["prune"] == "wanda" and asked["amount_wanda"] == 20
+    assert asked["svd_on"] is True and asked["svd"] == "e0.95"
+    plain = optuna_params(BASE_PARAMS | {"weights": "int8"}, False, 2)
+    assert plain["prune_on"] is False and plain["svd_on"] is False and "prune" not in plain and "svd" not in plain
+
+
+def test_canonical_steps_orders_like_the_search() -> None:
+    from llmspeed.auto.space import canonical_steps
+
+    assert canonical_steps(["compile", "int4-g32-asym", "int8-head-g32"]) == ("int8-head-g32", "int4-g32-asym",
+                                                                              "compile")
+    assert canonical_steps(["a8", "int8", "svd-e0.9", "prune-2:4"]) == ("prune-2:4", "svd-e0.9", "int8", "a8")
+
+
+def test_served_steps_name_what_serve_runs(tiny_model_dir) -> None:
+    """`default` is served as its shipped blocks, compiled: auto (starting from default:fp32) remakes them from the
+    float weights; a model directory is served as it is, compiled."""
+    from llmspeed.auto.api import served_steps
+    from llmspeed.auto.space import canonical_steps
+
+    assert canonical_steps(served_steps("default")) == ("int8-head-g32", "int4-g32-asym", "compile")
+    assert served_steps("default:fp32") == ("compile",)
+    assert served_steps(str(tiny_model_dir("llama"))) == ("compile",)

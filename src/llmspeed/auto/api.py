@@ -43,6 +43,21 @@ def check_out(out: Path, resume: bool) -> None:
         raise ValueError(f"--out {out} exists and is not an llmspeed directory: refusing to overwrite it")
 
 
+def served_steps(model: str | Path) -> tuple[str, ...]:
+    """What `llmspeed serve --model M` runs by default, as recipe steps on the model `llmspeed auto` starts from
+    (`float_source(M)`): a GGUF taken as shipped keeps its blocks (its native recipe, e.g. int4-g32-asym and
+    int8-head-g32 for the embedded model), and serve compiles the decode step (in the background, by default)."""
+    from llmspeed.models.saved import is_saved_dir, read_saved_meta
+    from llmspeed.models.spec import float_source, model_dir, parse_model_spec
+
+    text = str(model)
+    path = model_dir(parse_model_spec(text))
+    recipe = read_saved_meta(path)[1] if is_saved_dir(path) else []
+    if float_source(text) == text:  # auto starts from this model as it is: its recipe is applied already
+        return () if any(t.startswith("compile") for t in recipe) else ("compile",)
+    return (*recipe, "compile")  # the shipped blocks, made again from the float form (exact codes)
+
+
 def _criteria(max_ppl_increase: Any, max_kl: Any, min_top1: Any, min_task_acc: Any, task: str | None) -> Criteria:
     def opt(v: Any, name: str) -> float | None:
         return None if v is None else parse_fraction(v, name)

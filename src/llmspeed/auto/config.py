@@ -136,6 +136,9 @@ class AutoConfig:
     seed: int = 0
     ablation: bool = True
     profile: bool = True  # order the seeds by `llmspeed profile`'s verdict (a short profile of the original)
+    # recipe steps that turn the original into what `llmspeed serve --model M` runs by default: the throughput /
+    # ttft baseline ("server defaults"); api.served_steps(M) says it for a --model value
+    served_steps: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -156,6 +159,8 @@ class AutoConfig:
         if self.screen_eval_tokens > self.full_eval_tokens:
             raise ValueError(f"the screening slice ({self.screen_eval_tokens} tokens) must not exceed the full eval "
                              f"({self.full_eval_tokens})")
+        if not all(isinstance(t, str) and t for t in self.served_steps):
+            raise ValueError(f"served_steps must be recipe tokens, got {self.served_steps!r}")
         if self.screen_task_n < 1 or self.full_task_n < 1:
             raise ValueError("task passage counts must be >= 1")
 

@@ -251,7 +251,7 @@ class Search:
         res.ppl_budget_pct = None if mp is None else 100.0 * mp
         pool = sorted((r for r in self.records.values() if r["status"] in (SURVIVOR, ACCEPTED)),
                       key=self._score, reverse=True)
-        base = server_defaults(self.m.max_threads()) if self.serving else ORIGINAL
+        base = server_defaults(self.m.max_threads(), self.cfg.served_steps) if self.serving else ORIGINAL
         res.baseline_name = base.source
         rows = [base] + [_candidate(r) for r in (accepted or confirmed[:1])]
         rows += [_candidate(r) for r in pool[: self.cfg.confirm_top]]  # the slice's speed run is short: re-rank
@@ -279,8 +279,9 @@ class Search:
                 res.ratio = float(v) / float(v0) if higher else float(v0) / float(v)
             work = f", {self.cfg.concurrency} concurrent requests" if self.serving else ""
             vs = "ratio n/a" if res.ratio is None else f"{res.ratio:.2f}x"
+            what = f"{res.baseline_name} ({base.recipe})" if base.recipe else res.baseline_name
             res.message = (f"chose {_candidate(best).label()}: {key} {_num(v)} {unit} vs {_num(v0)} for the "
-                           f"{res.baseline_name} ({vs}, same run{work}); {self.cfg.criteria.describe()} holds on "
+                           f"{what} ({vs}, same run{work}); {self.cfg.criteria.describe()} holds on "
                            "the full eval")
             if res.draft:
                 res.message += (f"; run it with --draft {res.draft} (speculative decoding is a runtime option, "

@@ -123,13 +123,18 @@ def suggest(trial: Any, serving: bool, max_threads: int) -> dict[str, Any]:
     p["head"] = trial.suggest_categorical("head", list(HEADS))
     if p["weights"] in ("int8", "int4"):
         p["a8"] = trial.suggest_categorical("a8", [False, True])
-    p["prune"] = trial.suggest_categorical("prune", list(PRUNES))
+    # pruning and low-rank are gated by a yes/no first: sampled as one of six kinds (or four energies), a random
+    # start pruned 5 trials in 6 and the first 30-min run spent most of its trials on ruined models
+    p["prune"] = (trial.suggest_categorical("prune", list(PRUNES[1:]))
+                  if trial.suggest_categorical("prune_on", [False, True]) else "none")
     if p["prune"] == "mlp" and p["weights"] == "int4":  # 5-20 % of 1536 units leaves widths int4's groups do not divide
         p["prune"] = "none"
     if p["prune"] in PRUNE_AMOUNTS:
         p["prune_amount"] = trial.suggest_categorical(f"amount_{p['prune']}", list(PRUNE_AMOUNTS[p["prune"]]))
     # low-rank factors get per-layer ranks (svd-e) that int4's groups do not divide: such a trial could only fail
-    p["svd"] = trial.suggest_categorical("svd", list(SVDS)) if p["weights"] != "int4" else "none"
+    p["svd"] = "none"
+    if p["weights"] != "int4" and trial.suggest_categorical("svd_on", [False, True]):
+        p["svd"] = trial.suggest_categorical("svd", list(SVDS[1:]))
     # int8-dyn's packed fbgemm weights do not export (the AOT runner falls back to dynamo, which breaks the graph
     # at every layer and recompiles per shape): compiling it only costs the trial its time
     p["compile"] = trial.suggest_categorical("compile", [False, True]) if p["weights"] != "int8-dyn" else False
@@ -147,7 +152,10 @@ class _Replay:
         self.p, self.asked = p, {}
 
     def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
-        v = self.p["prune_amount"] if name.startswith("amount_") else self.p[name]
+        if name in ("prune_on", "svd_on"):
+            v = self.p[name[:-3]] != "none"
+        else:
+            v = self.p["prune_amount"] if name.startswith("amount_") else self.p[name]
         if v not in choices:
             raise ValueError(f"{name}={v!r} is not one of {choices}")
         self.asked[name] = v
@@ -178,15 +186,39 @@ PRESET_PARAMS: dict[str, dict[str, Any]] = {
     "compile": BASE_PARAMS | {"compile": True},
     "int8-head,int8,a8,compile": BASE_PARAMS | {"weights": "int8", "head": "int8-head", "a8": True, "compile": True},
 }
+# The `speed` family's neighbours, one step each (head grid, int4 group size, a8): the trade-offs a front is made
+# of, seeded because TPE alone found few of them in a 30-min run (3 non-dominated points of 13 measured)
+_HEAD32 = {"head": "int8-head-g32"}
+NEIGHBOUR_PARAMS: dict[str, dict[str, Any]] = {
+    "int4-g32-asym,compile": BASE_PARAMS | _INT4_32A | {"compile": True},
+    "int8-head-g32,int4-g32-asym,compile": PRESET_PARAMS["speed"] | _HEAD32,
+    "int8-head-g32,int4-g32-asym,a8,compile": PRESET_PARAMS["speed-a8"] | _HEAD32,
+    "int8-head,int4-g64-asym,compile": PRESET_PARAMS["speed"] | {"group": 64},
+    "int8-head,int4-g64-asym,a8,compile": PRESET_PARAMS["speed-a8"] | {"group": 64},
+    "int8-head,int4-g128-asym,a8,compile": PRESET_PARAMS["speed-a8"] | {"group": 128},
+}
 # `llmspeed serve`'s defaults (serving/config.py, the one place for them): the presets' serving settings and the
 # throughput / ttft baseline ("server defaults", with the server's default threads = physical cores)
 SERVING_DEFAULTS = {"max_batch": SERVE_MAX_BATCH, "max_batch_tokens": SERVE_MAX_BATCH_TOKENS}
 
 
-def server_defaults(max_threads: int) -> Candidate:
-    """The throughput / ttft baseline: the original model as `llmspeed serve` runs it by default."""
+def server_defaults(max_threads: int, steps: tuple[str, ...] = ()) -> Candidate:
+    """The throughput / ttft baseline: the model `llmspeed serve` runs by default (`steps` on the original, e.g. the
+    shipped GGUF's int4 blocks and the background-compiled decode) with its engine settings and threads."""
     serving = SERVING_DEFAULTS | {"threads": max(1, max_threads)}
-    return Candidate(serving=tuple(sorted(serving.items())), source="server defaults")
+    return Candidate(steps=canonical_steps(steps), serving=tuple(sorted(serving.items())), source="server defaults")
+
+
+_STAGES = (("prune-",), ("svd-",), ("int8-head",), ("int8", "int4-"), ("a8",), ("compile",))
+
+
+def canonical_steps(steps: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Recipe tokens in the search's fixed order (prune -> svd -> head -> weights -> a8 -> compile), so a recipe
+    written in another order gets the key of the same candidate sampled by the search."""
+    def stage(tok: str) -> int:
+        return next((i for i, heads in enumerate(_STAGES) if tok.startswith(heads)), len(_STAGES))
+
+    return tuple(sorted(steps, key=stage))  # sorted() is stable: tokens of one stage keep their order
 
 
 def _bytes_rank(p: dict[str, Any]) -> int:
@@ -221,10 +253,18 @@ def preset_source(ctx: SourceContext) -> list[Candidate]:
     return out
 
 
+def neighbour_source(ctx: SourceContext) -> list[Candidate]:
+    """`NEIGHBOUR_PARAMS` (after the presets), for the single-stream objectives only: a serving trial costs about
+    twice a decode trial, and those runs need their trials for the serving settings."""
+    if ctx.objective in ("throughput", "ttft"):
+        return []
+    return [params_to_candidate(p, source=f"neighbour:{name}") for name, p in NEIGHBOUR_PARAMS.items()]
+
+
 CandidateSource = Callable[[SourceContext], list[Candidate]]
-# Each source's candidates are screened like any other trial. The presets come first; `student_source` adds
-# distilled students (`--student DIR`).
-CANDIDATE_SOURCES: list[CandidateSource] = [preset_source]
+# Each source's candidates are screened like any other trial. The presets come first, then the `speed` family's
+# neighbours; `student_source` adds distilled students (`--student DIR`).
+CANDIDATE_SOURCES: list[CandidateSource] = [preset_source, neighbour_source]
 STUDENT_STEPS: tuple[tuple[str, ...], ...] = ((), ("int8",))  # each student as shipped, and with int8 weights
 
 

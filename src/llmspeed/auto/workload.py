@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from llmspeed.bench.quick import SpeedConfig, measure_speed, model_size_mb, prompt_of
+from llmspeed.bench.quick import SpeedConfig, measure_speed, model_size_mb, prompt_of, warm_decode_buckets
 from llmspeed.profiling.stages import STAGES
 from llmspeed.serving.config import SERVE_KV_CACHE_TOKENS
 from llmspeed.util.jsonl import read_objects
@@ -67,11 +67,17 @@ def fit_new_tokens(llm: Any, text: str, max_tokens: int) -> int:
     return min(max_tokens, room)
 
 
+def _span(llm: Any, wp: WorkPrompt) -> tuple[int, int]:
+    """(prompt tokens, new tokens) of one workload request."""
+    return len(llm.tokenizer.encode(wp.prompt)), fit_new_tokens(llm, wp.prompt, wp.max_tokens)
+
+
 @torch.inference_mode()
 def single_stream(llm: Any, prompts: list[WorkPrompt], repeats: int) -> dict[str, float]:
     """The user's prompts one at a time (batch 1): decode and prefill tok/s over all of them, median of repeats."""
     llm.reset_engine(enable_prefix_cache=False)
     llm.generate(prompts[0].prompt, max_new_tokens=4, ignore_eos=True)  # warm-up
+    warm_decode_buckets(llm, [_span(llm, wp) for wp in prompts])  # no compile inside the timed runs
     dec, pre = [], []
     for _ in range(repeats):
         n_dec = t_dec = n_pre = t_pre = 0.0
@@ -108,6 +114,11 @@ def concurrent(llm: Any, prompts: list[WorkPrompt], repeats: int, serving: dict[
         # warm-up with a whole wave: a compiled candidate builds its batch-`concurrency` decode graph here, not
         # inside the timed run (a screening run has one repeat, so a cold compile there misranked compile)
         llm.generate(work[0][0], max_new_tokens=4, ignore_eos=True)
+        # ... and the graphs of every KV-length bucket the waves reach (a wave's batch is padded to its longest row)
+        rows = min(concurrency, serving.get("max_batch", concurrency))
+        spans = [(max(_span(llm, wp)[0] for wp in w), n_new) for w, (_, n_new) in
+                 zip(waves(prompts, concurrency), work, strict=True)]
+        warm_decode_buckets(llm, spans, rows)
         tps, ttft = [], []
         for _ in range(repeats):
             n_tok, wall, firsts = 0, 0.0, []

@@ -39,6 +39,30 @@ def prompt_of(llm: LLM, n_tokens: int) -> str:
     return llm.tokenizer.decode(ids)
 
 
+def decode_buckets(llm: LLM, spans: list[tuple[int, int]]) -> list[int]:
+    """KV-length buckets a compiled decode step visits for requests of (prompt tokens, new tokens); [] when the
+    decode step is not compiled."""
+    comp = llm.options.compile
+    if comp is None:
+        return []
+    b = comp.bucket
+    out: set[int] = set()
+    for p, n in spans:  # decode steps see KV lengths p + 1 .. p + n
+        out.update(range(-(-(p + 1) // b) * b, -(-(p + n) // b) * b + 1, b))
+    return sorted(out)
+
+
+def warm_decode_buckets(llm: LLM, spans: list[tuple[int, int]], batch: int = 1) -> None:
+    """Build the compiled decode graphs of `batch` rows for every KV-length bucket the requests will visit, before
+    a timed run: a bucket first met inside it would put a compile into the timing. One short request per bucket,
+    its first decode step in the middle of the bucket."""
+    comp = llm.options.compile
+    for sb in decode_buckets(llm, spans):
+        n = min(sb - comp.bucket // 2, llm.config.max_position - 3)
+        if n >= 1:
+            llm.generate([prompt_of(llm, n)] * batch, max_new_tokens=2, ignore_eos=True)
+
+
 @dataclass(frozen=True)
 class SpeedConfig:
     prompt_len: int = 128
@@ -74,6 +98,7 @@ def measure_speed(llm: LLM, cfg: SpeedConfig | None = None) -> Speed:
     llm.reset_engine(enable_prefix_cache=False)  # repeats of one prompt would otherwise skip the prefill
     try:
         llm.generate(short, max_new_tokens=4, ignore_eos=True)  # warm-up: allocator, thread pool, kernels
+        warm_decode_buckets(llm, [(prompt_len, cfg.new_tokens)])
         llm.generate(long, max_new_tokens=1, ignore_eos=True)
         dec, pre = [], []
         for _ in range(cfg.repeats):

@@ -48,7 +48,7 @@ def auto(
 ) -> None:
     """Find the fastest recipe (and serving settings) that stays inside an accuracy budget."""
     import llmspeed
-    from llmspeed.auto.api import check_out
+    from llmspeed.auto.api import check_out, served_steps
     from llmspeed.auto.config import AutoConfig, Criteria
     from llmspeed.auto.space import check_student
     from llmspeed.auto.workload import load_prompts
@@ -58,7 +58,7 @@ def auto(
                     max_kl=_opt_fraction(max_kl, "--max-kl"), min_top1=_opt_fraction(min_top1, "--min-top1"),
                     min_task_acc=_opt_fraction(min_task_acc, "--min-task-acc"),
                     task=None if task is None else str(task))
-    sizes = {"full_eval_tokens": eval_tokens, "screen_eval_tokens": screen_tokens}
+    sizes: dict[str, Any] = {"full_eval_tokens": eval_tokens, "screen_eval_tokens": screen_tokens}
     cfg = AutoConfig(objective=objective, criteria=crit, budget_minutes=budget_minutes, max_trials=max_trials,
                      seed=seed, **sizes)  # bad input fails here: one line, exit 2, nothing loaded
     work = load_prompts(prompts, cfg.new_tokens) if prompts is not None else None
@@ -68,6 +68,8 @@ def auto(
 
         load_mc_task(task)  # a malformed file fails here, before the model loads
     check_out(out, resume)
+    if objective in ("throughput", "ttft"):  # the baseline: the model as `llmspeed serve --model M` runs it
+        sizes["served_steps"] = served_steps(model)
     llm = llmspeed.load(float_source(model), threads=threads)
     with _progress_bar(cfg.max_trials) as on_progress:
         res = llmspeed.auto(llm, objective, crit.max_ppl_increase, max_kl=crit.max_kl, min_top1=crit.min_top1,
