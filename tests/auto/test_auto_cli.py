@@ -71,3 +71,27 @@ def test_malformed_task_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and needle in err and "\n" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_non_tty_run_logs_each_trial(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Without a terminal there is no bar: the search's own lines (each trial, its heartbeats) are shown instead,
+    and the logger's level is put back afterwards."""
+    import logging
+
+    from llmspeed.auto.api import auto
+    from llmspeed.cli.auto import AUTO_LOG, _progress_bar
+    from tests.auto.conftest import StubMeasurer
+
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False)
+    before = AUTO_LOG.level
+    stub = StubMeasurer()
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.setLevel(logging.WARNING)  # as the CLI configures it (main.py), without LLMSPEED_LOG
+    try:
+        with _progress_bar(4) as update:
+            assert update is None
+            auto(None, measurer=stub, clock=stub.clock, max_trials=4, budget_minutes=600)
+    finally:
+        root.setLevel(level)
+    assert any("auto: trial 1/4" in r.getMessage() for r in caplog.records)
+    assert AUTO_LOG.level == before

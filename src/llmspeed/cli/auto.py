@@ -3,6 +3,7 @@ the fastest model inside an accuracy budget; DIR becomes the chosen model, with 
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -81,14 +82,20 @@ def auto(
         raise typer.Exit(1)
 
 
+AUTO_LOG = logging.getLogger("llmspeed.auto")
+
+
 class _progress_bar:
     """A live line (trial n/N, best so far, time left) on a terminal; log heartbeats do it otherwise."""
 
     def __init__(self, total: int) -> None:
         self.total, self.bar, self.task = total, None, None
+        self.level: int | None = None
 
     def __enter__(self) -> Any:
-        if not sys.stderr.isatty():
+        if not sys.stderr.isatty():  # log lines instead: each trial, its heartbeats, the phases
+            self.level = AUTO_LOG.level
+            AUTO_LOG.setLevel(logging.INFO)
             return None
         from rich.progress import Progress
 
@@ -105,6 +112,8 @@ class _progress_bar:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
+        if self.level is not None:
+            AUTO_LOG.setLevel(self.level)
 
 
 def render(res: Any) -> None:
@@ -112,14 +121,17 @@ def render(res: Any) -> None:
     from rich.table import Table
 
     from llmspeed.auto.config import OBJECTIVE_METRIC
-    from llmspeed.auto.report import ablation_rows, fronts
+    from llmspeed.auto.report import ablation_rows, front_points, fronts
 
     con = Console()
-    key, unit, _ = OBJECTIVE_METRIC[res.objective]
+    key, unit, higher = OBJECTIVE_METRIC[res.objective]
     con.print(f"[bold]llmspeed auto[/] objective {res.objective} ({key}, {unit}); budget {res.criteria}; "
               f"verdict {res.verdict}; {len(res.trials)} trials in {res.seconds / 60:.1f} min")
     fr = fronts(res)
-    con.print(f"Pareto fronts: {len(fr['speed'])} points ({key} vs ΔPPL), {len(fr['size'])} (size vs ΔPPL)")
+    measured = {n: len(front_points(res.trials, k, h)[0]) for n, k, h in (("speed", key, higher),
+                                                                           ("size", "size_mb", False))}
+    con.print(f"Pareto fronts: {len(fr['speed'])} non-dominated of {measured['speed']} measured points ({key} vs "
+              f"ΔPPL), {len(fr['size'])} of {measured['size']} (size vs ΔPPL)")
     if res.ablation:
         t = Table(title="Strategy -> % cycle-time cut (measured, one request; ms)")
         for c in ("+ step", "t_pre", "t_prefill", "t_decode", "t_post", "T", "cut %", "cut vs orig %"):
