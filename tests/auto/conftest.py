@@ -55,6 +55,7 @@ class StubMeasurer:
     draft_gain: float = 12.0  # tok/s a draft adds (the user's prompts are grounded)
     student_gain: float = 40.0  # tok/s a distilled student (Candidate.model) adds
     student_cost: float = 0.01  # and the ΔPPL it costs against the teacher
+    groups: tuple[int, ...] = (32, 64, 128)  # int4 group sizes that fit the (stub) model
 
     def figures(self, c: Candidate) -> dict[str, float]:
         v = 10.0 + sum(_kind(t, GAIN) for t in c.steps) + (self.draft_gain if c.draft else 0.0) \
@@ -80,6 +81,9 @@ class StubMeasurer:
 
     def max_threads(self) -> int:
         return 2
+
+    def int4_groups(self) -> tuple[int, ...]:
+        return self.groups
 
     def screen(self, c: Candidate) -> dict[str, Any]:
         if self.fail_after is not None and len(self.screened) >= self.fail_after:

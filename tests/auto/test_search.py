@@ -208,3 +208,15 @@ def test_task_file_names_the_criterion_and_resume_checks_it(tmp_path: Path) -> N
     assert "a.jsonl acc >= 0.3" in res.criteria
     with pytest.raises(ValueError, match="criteria"):
         run(StubMeasurer(), out=out, max_trials=3, resume=True, min_task_acc=0.3, task=t2)
+
+
+def test_only_fitting_int4_groups_are_tried(stub: StubMeasurer) -> None:
+    """SmolLM2-135M's K = 576 takes int4 groups of 32 and 64, not 128: no seed and no sampled trial asks for 128
+    (the first 30-min run lost trials to it), and a model no group fits gets no int4 at all."""
+    stub.groups = (32, 64)
+    res = run(stub, max_trials=30)
+    steps = [s for r in res.trials for s in r["candidate"]["steps"]]
+    assert any(s.startswith("int4-g64") for s in steps) and not any(s.startswith("int4-g128") for s in steps)
+    none = StubMeasurer(groups=())
+    res = run(none, max_trials=12)
+    assert not any(s.startswith("int4") for r in res.trials for s in r["candidate"]["steps"])

@@ -47,3 +47,22 @@ def test_activation_stats_match_hand_computed_inputs(tiny_llm) -> None:
     assert isinstance(m.lm_head, torch.nn.Linear)  # the temporary lm_head skip is undone
     with pytest.raises(ValueError, match="no such modules"):
         collect_activation_stats(m, calib, ["model.layers.9.nope"])
+
+
+@pytest.mark.parametrize("head", ["int8-head", "int8-head-g32"])
+def test_calibration_after_a_tied_quantized_head(tiny_llm, head: str) -> None:
+    """GPTQ and Wanda calibrate with the vocabulary projection skipped; a tied quantized embedding still reads its
+    table from the real head (was: lm_head swapped for nn.Identity -> AttributeError 'weight_int8', which failed
+    every auto trial that put int8-head before a calibrated step)."""
+    from llmspeed.compress.calibration import head_skipped, run_model
+
+    tiny_llm.compress_(head, progress=False)
+    real = tiny_llm.model.lm_head
+    ids = torch.tensor([[1, 2, 3]])
+    with head_skipped(tiny_llm.model):
+        assert tiny_llm.model.lm_head is not real and tiny_llm.model.lm_head.weight_int8 is real.weight_int8
+        out = run_model(tiny_llm.model, ids)
+    assert out.shape == (1, 3, tiny_llm.config.hidden_size)  # hidden states: the projection was skipped
+    assert tiny_llm.model.lm_head is real
+    tiny_llm.compress_("int4-g32-sym-gptq,prune-wanda-20", progress=False)
+    assert tiny_llm.generate("Hello", max_new_tokens=3, ignore_eos=True)[0].token_ids

@@ -86,6 +86,11 @@ class LLMMeasurer:
 
         return cpu_info().physical_cores
 
+    def int4_groups(self) -> tuple[int, ...]:
+        from llmspeed.compress.quant.int4 import fitting_groups
+
+        return fitting_groups(self.base.model)
+
     def verdict(self) -> str | None:
         """`llmspeed profile`'s bound for the original (short run); None when it cannot be measured."""
         from llmspeed.profiling.runner import ProfileConfig, run_profile

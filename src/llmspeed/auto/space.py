@@ -113,11 +113,13 @@ def params_to_candidate(p: dict[str, Any], source: str = "tpe") -> Candidate:
     return Candidate(steps=params_to_steps(p), serving=serving, source=source, params=dict(p))
 
 
-def suggest(trial: Any, serving: bool, max_threads: int) -> dict[str, Any]:
-    """Sample one candidate's parameters from an Optuna trial (conditional space)."""
-    p: dict[str, Any] = {"weights": trial.suggest_categorical("weights", list(WEIGHTS))}
+def suggest(trial: Any, serving: bool, max_threads: int, groups: tuple[int, ...] = INT4_GROUPS) -> dict[str, Any]:
+    """Sample one candidate's parameters from an Optuna trial (conditional space). `groups`: the int4 group sizes
+    that fit the model (`compress.quant.int4.fitting_groups`); none -> no int4."""
+    weights = [w for w in WEIGHTS if w != "int4" or groups]
+    p: dict[str, Any] = {"weights": trial.suggest_categorical("weights", weights)}
     if p["weights"] == "int4":
-        p["group"] = trial.suggest_categorical("group", list(INT4_GROUPS))
+        p["group"] = trial.suggest_categorical("group", list(groups))
         p["grid"] = trial.suggest_categorical("grid", ["asym", "sym"])
         p["gptq"] = trial.suggest_categorical("gptq", [False, True])
     p["head"] = trial.suggest_categorical("head", list(HEADS))
@@ -167,10 +169,11 @@ class _Replay:
         return v
 
 
-def optuna_params(p: dict[str, Any], serving: bool, max_threads: int) -> dict[str, Any]:
+def optuna_params(p: dict[str, Any], serving: bool, max_threads: int,
+                  groups: tuple[int, ...] = INT4_GROUPS) -> dict[str, Any]:
     """A parameter dict as Optuna's trial would hold it (only the names `suggest` asks, amounts per kind)."""
     rec = _Replay(BASE_PARAMS | p)
-    suggest(rec, serving, max_threads)
+    suggest(rec, serving, max_threads, groups)
     return rec.asked
 
 
@@ -195,7 +198,7 @@ NEIGHBOUR_PARAMS: dict[str, dict[str, Any]] = {
     "int8-head-g32,int4-g32-asym,a8,compile": PRESET_PARAMS["speed-a8"] | _HEAD32,
     "int8-head,int4-g64-asym,compile": PRESET_PARAMS["speed"] | {"group": 64},
     "int8-head,int4-g64-asym,a8,compile": PRESET_PARAMS["speed-a8"] | {"group": 64},
-    "int8-head,int4-g128-asym,a8,compile": PRESET_PARAMS["speed-a8"] | {"group": 128},
+    "int8-head,int4-g128-asym,a8,compile": PRESET_PARAMS["speed-a8"] | {"group": 128},  # where 128 fits K
 }
 # `llmspeed serve`'s defaults (serving/config.py, the one place for them): the presets' serving settings and the
 # throughput / ttft baseline ("server defaults", with the server's default threads = physical cores)
@@ -241,12 +244,19 @@ class SourceContext:
     objective: str
     verdict: str | None
     max_threads: int
+    int4_groups: tuple[int, ...] = INT4_GROUPS  # the group sizes that fit the model
+
+    def fits(self, p: dict[str, Any]) -> bool:
+        """Whether a parameter dict's int4 group (if any) fits the model."""
+        return p.get("weights") != "int4" or p.get("group") in self.int4_groups
 
 
 def preset_source(ctx: SourceContext) -> list[Candidate]:
     out = []
     for name in seed_order(ctx.verdict):
         p = dict(PRESET_PARAMS[name])
+        if not ctx.fits(p):
+            continue
         if ctx.objective in ("throughput", "ttft"):
             p |= SERVING_DEFAULTS | {"threads": ctx.max_threads}
         out.append(params_to_candidate(p, source=f"preset:{name}"))
@@ -258,7 +268,8 @@ def neighbour_source(ctx: SourceContext) -> list[Candidate]:
     twice a decode trial, and those runs need their trials for the serving settings."""
     if ctx.objective in ("throughput", "ttft"):
         return []
-    return [params_to_candidate(p, source=f"neighbour:{name}") for name, p in NEIGHBOUR_PARAMS.items()]
+    return [params_to_candidate(p, source=f"neighbour:{name}") for name, p in NEIGHBOUR_PARAMS.items()
+            if ctx.fits(p)]
 
 
 CandidateSource = Callable[[SourceContext], list[Candidate]]

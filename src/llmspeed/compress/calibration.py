@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -131,6 +133,39 @@ class _Progress:
             self._bar.close()
 
 
+class _SkippedHead(nn.Module):
+    """Stands in for `lm_head` while its output is not needed: passes the hidden states through. Attribute reads
+    go to the real head, which a tied quantized embedding reads its table from (`Int8Embedding.head`)."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self._real = [head]  # a list: not registered as a submodule
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["_real"][0], name)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return x
+
+
+@contextmanager
+def head_skipped(model: nn.Module) -> Iterator[None]:
+    """Inside the block, the model's forward stops before the vocabulary projection (its most expensive matmul),
+    returning hidden states; a model without an `lm_head` module is left alone."""
+    head = getattr(model, "lm_head", None)
+    if not isinstance(head, nn.Module):
+        yield
+        return
+    model.lm_head = _SkippedHead(head)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        model.lm_head = head  # type: ignore[assignment]
+
+
 @torch.inference_mode()
 def run_model(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """The same full-causal forward as `LLM.logits`: [B, T] -> model output."""
@@ -170,19 +205,15 @@ def collect_activation_stats(model: nn.Module, calib: Calibration | torch.Tensor
 
     handles = [mods[n].register_forward_pre_hook(make_hook(n)) for n in names]
     # the vocabulary projection is the most expensive matmul and nobody asked for its input: skip it
-    head = getattr(model, "lm_head", None)
-    skip_head = isinstance(head, nn.Module) and "lm_head" not in names
-    if skip_head:
-        model.lm_head = nn.Identity()  # type: ignore[assignment]
+    skip = head_skipped(model) if "lm_head" not in names else nullcontext()
     bar = _Progress(calib.n, "calibration")
     try:
-        for ids in calib.batches(batch_size):
-            run_model(model, ids)
-            bar.update(ids.shape[0])
+        with skip:
+            for ids in calib.batches(batch_size):
+                run_model(model, ids)
+                bar.update(ids.shape[0])
     finally:
         bar.close()
         for h in handles:
             h.remove()
-        if skip_head:
-            model.lm_head = head  # type: ignore[assignment]
     return stats

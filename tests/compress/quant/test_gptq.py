@@ -49,3 +49,4 @@ def test_gptq_identity_hessian_is_close_to_rtn() -> None:
     gq = gptq_quantize(W, torch.eye(64, dtype=torch.float64) * 100, 100, GPTQConfig(group_size=32))
     rtn = quantize_int4_groups(W, 32, symmetric=False)  # GPTQConfig's default grid
     assert (gq.codes == rtn.codes).float().mean() > 0.99
+

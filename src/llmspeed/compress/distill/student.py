@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmspeed.compress.calibration import Calibration, run_model
+from llmspeed.compress.calibration import Calibration, head_skipped, run_model
 from llmspeed.layers.norm import RMSNorm
 from llmspeed.models.config import ModelConfig
 from llmspeed.models.registry import build_model, load_state
@@ -55,13 +55,11 @@ def block_influence(model: nn.Module, windows: torch.Tensor, batch_size: int = 4
         return fn
 
     handles = [lay.register_forward_hook(hook(i)) for i, lay in enumerate(layers)]
-    head = model.lm_head  # the vocabulary projection is not needed: skip its cost
-    model.lm_head = nn.Identity()  # type: ignore[assignment]
     try:
-        for i in range(0, windows.shape[0], batch_size):
-            run_model(model, windows[i: i + batch_size])  # [b, T]
+        with head_skipped(model):  # the vocabulary projection is not needed: skip its cost
+            for i in range(0, windows.shape[0], batch_size):
+                run_model(model, windows[i: i + batch_size])  # [b, T]
     finally:
-        model.lm_head = head  # type: ignore[assignment]
         for h in handles:
             h.remove()
     return (sums / max(count[0], 1)).tolist()

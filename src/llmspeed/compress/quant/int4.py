@@ -39,12 +39,18 @@ class Int4Config:
         return f"int4-g{self.group_size}-{'sym' if self.symmetric else 'asym'}"
 
 
+def fitting_groups(model: nn.Module, skip: tuple[str, ...] = ("lm_head",)) -> tuple[int, ...]:
+    """The int4 group sizes that divide every quantized layer's K (SmolLM2-135M: 32 and 64, since K = 576)."""
+    ks = [m.in_features for _, m in iter_linears(model, skip=skip)]
+    return tuple(g for g in INT4_GROUPS if all(k % g == 0 for k in ks))
+
+
 def check_groups(model: nn.Module, group: int, skip: tuple[str, ...], step: str) -> None:
     """A group size that does not divide some layer's K is a user error naming the layers and what fits."""
     ks = [(n, m.in_features) for n, m in iter_linears(model, skip=skip)]
     bad = [(n, k) for n, k in ks if k % group]
     if bad:
-        fits = [g for g in INT4_GROUPS if all(k % g == 0 for _, k in ks)]
+        fits = fitting_groups(model, skip)
         names = ", ".join(n for n, _ in bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
         raise ValueError(f"{step}: group size {group} does not divide K = {', '.join(map(str, sorted({k for _, k in bad})))}"
                          f" of layers {names}; group sizes that fit this model: {', '.join(map(str, fits)) or 'none'}")
