@@ -220,3 +220,16 @@ def test_only_fitting_int4_groups_are_tried(stub: StubMeasurer) -> None:
     none = StubMeasurer(groups=())
     res = run(none, max_trials=12)
     assert not any(s.startswith("int4") for r in res.trials for s in r["candidate"]["steps"])
+
+
+def test_fronts_use_the_screening_figures_of_every_trial() -> None:
+    """All front points are measured alike (screening run + eval slice): a benchmarked trial's longer run is not
+    mixed in, even when it came out faster there."""
+    stub = StubMeasurer(bench_bonus=lambda c: 50.0)
+    res = run(stub, max_trials=10)
+    benched = [r for r in res.trials if r.get("bench")]
+    assert benched
+    pts, recs = front_points(res.trials, "decode_tok_s", True)
+    for (gain, dppl), r in zip(pts, recs, strict=True):
+        assert gain == r["screen"]["speed"]["decode_tok_s"] and dppl == r["screen"]["quality"]["delta_ppl_pct"]
+    assert any(r["bench"]["speed"]["decode_tok_s"] != r["screen"]["speed"]["decode_tok_s"] for r in benched)

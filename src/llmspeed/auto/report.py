@@ -40,10 +40,14 @@ def name_of(rec: dict[str, Any]) -> str:
 
 def front_points(trials: list[dict[str, Any]], key: str, higher: bool) -> tuple[list[tuple[float, float]],
                                                                                list[dict[str, Any]]]:
-    """(gain, ΔPPL %) of every measured trial; gain = the figure, negated when lower is better."""
+    """(gain, ΔPPL %) of every screened trial; gain = the figure, negated when lower is better. Every point is the
+    screening run and eval slice, measured alike for all trials: the full eval and benchmark exist for a few
+    trials only and run longer (other figures), so mixing them would rank unlike measurements (a benchmarked
+    `speed` preset looked dominated by screened twins)."""
     pts, recs = [], []
     for r in trials:
-        q, s = _figures(r)
+        scr = r.get("screen") or {}
+        q, s = scr.get("quality") or {}, scr.get("speed") or {}
         if s.get(key) is None or q.get("delta_ppl_pct") is None:
             continue
         v = float(s[key])
@@ -76,7 +80,7 @@ def _plot(res: AutoResult, key: str, higher: bool, unit: str, path: Path) -> boo
     front = pareto_front(pts)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     xs, ys = [p[1] for p in pts], [abs(p[0]) for p in pts]
-    ax.scatter(xs, ys, c="#bbb", s=18, label="trials")
+    ax.scatter(xs, ys, c="#bbb", s=18, label="trials (screening run and eval slice)")
     fx, fy = [pts[i][1] for i in front], [abs(pts[i][0]) for i in front]
     ax.plot(fx, fy, "o-", color="#c33", label="Pareto front")
     for i in front:
@@ -85,14 +89,18 @@ def _plot(res: AutoResult, key: str, higher: bool, unit: str, path: Path) -> boo
     if res.chosen is not None:
         q, s = _figures(res.chosen)
         if s.get(key) is not None:
-            ax.scatter([q["delta_ppl_pct"]], [s[key]], marker="*", s=160, color="#070", label="chosen", zorder=5)
+            ax.scatter([q["delta_ppl_pct"]], [s[key]], marker="*", s=160, color="#070",
+                       label="chosen (full eval and benchmark)", zorder=5)
     if res.baseline.get(key) is not None:
         ax.scatter([0.0], [res.baseline[key]], marker="x", s=60, color="#000",
-                   label=f"{res.baseline_name} (same run)", zorder=5)
+                   label=f"{res.baseline_name} (benchmark, same run)", zorder=5)
     lim = res.ppl_budget_pct
     if lim is not None and math.isfinite(lim):
         ax.axvline(lim, ls="--", color="#888", lw=1, label=f"ΔPPL budget {lim:g}%")
-    ax.set_xlabel("ΔPPL vs the original (%, held-out plays)")
+    if max(xs) > 100.0:  # a ruined candidate (ΔPPL 1e7 %) would squeeze every useful point into one column
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlim(left=min(-1.0, min(xs)), right=10 ** math.ceil(math.log10(max(xs))))
+    ax.set_xlabel("ΔPPL vs the original (%, held-out plays" + (", symlog" if max(xs) > 100.0 else "") + ")")
     ax.set_ylabel(f"{key} ({unit}, {'higher' if higher else 'lower'} is better)")
     ax.set_title(f"llmspeed auto: {key} vs ΔPPL")
     ax.legend(fontsize=7)

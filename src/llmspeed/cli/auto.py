@@ -133,9 +133,13 @@ def render(res: Any) -> None:
     con.print(f"Pareto fronts: {len(fr['speed'])} non-dominated of {measured['speed']} measured points ({key} vs "
               f"ΔPPL), {len(fr['size'])} of {measured['size']} (size vs ΔPPL)")
     if res.ablation:
-        t = Table(title="Strategy -> % cycle-time cut (measured, one request; ms)")
-        for c in ("+ step", "t_pre", "t_prefill", "t_decode", "t_post", "T", "cut %", "cut vs orig %"):
-            t.add_column(c, justify="left" if c == "+ step" else "right", overflow="fold")
+        t = Table(title="Strategy -> % cycle-time cut (measured, one request; ms; T = pre + prefill + decode + "
+                  "post)")
+        for c in ("+ step", "pre", "prefill", "decode", "post", "T", "cut %", "vs orig %"):
+            if c == "+ step":  # recipe tokens stay whole (a folded "int4-g32-asym" reads as two steps)
+                t.add_column(c, no_wrap=True, min_width=max(len(r[0]) for r in ablation_rows(res)))
+            else:
+                t.add_column(c, justify="right", overflow="fold")
         for row in ablation_rows(res):  # the cumulative recipe column is in report.html
             t.add_row(row[0], *row[2:])
         con.print(t)
