@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from llmspeed.auto.space import Candidate
+from llmspeed.auto.space import Candidate, ModelFacts
 
 # decode tok/s gained per step kind, and ΔPPL (fraction) each costs on the *full* eval
 GAIN = {"int4": 20.0, "int8": 10.0, "int8-dyn": 4.0, "compile": 15.0, "a8": 8.0, "int8-head": 3.0, "prune": 1.0,
@@ -56,6 +56,7 @@ class StubMeasurer:
     student_gain: float = 40.0  # tok/s a distilled student (Candidate.model) adds
     student_cost: float = 0.01  # and the ΔPPL it costs against the teacher
     groups: tuple[int, ...] = (32, 64, 128)  # int4 group sizes that fit the (stub) model
+    mlp_units: int | None = None  # its MLP width (None: unknown)
 
     def figures(self, c: Candidate) -> dict[str, float]:
         v = 10.0 + sum(_kind(t, GAIN) for t in c.steps) + (self.draft_gain if c.draft else 0.0) \
@@ -82,8 +83,8 @@ class StubMeasurer:
     def max_threads(self) -> int:
         return 2
 
-    def int4_groups(self) -> tuple[int, ...]:
-        return self.groups
+    def model_facts(self) -> ModelFacts:
+        return ModelFacts(self.groups, self.mlp_units)
 
     def screen(self, c: Candidate) -> dict[str, Any]:
         if self.fail_after is not None and len(self.screened) >= self.fail_after:

@@ -38,6 +38,7 @@ def test_sampled_candidates_are_valid_recipes() -> None:
             c.recipe  # svd-e ranks are not multiples of int4's groups: never sampled together
         assert not ("int8-dyn" in c.steps and "compile" in c.steps), c.recipe
         assert not (any(s.startswith("prune-mlp") for s in c.steps) and any(s.startswith("int4") for s in c.steps))
+        # (without ModelFacts the MLP width is unknown: prune-mlp never meets int4; see test_mlp_amounts_fit_int4)
         study.tell(t, [1.0, 1.0])
     assert {"int4", "int8", "prune", "svd", "compile", "a8"} <= kinds
 
@@ -135,3 +136,28 @@ def test_served_steps_name_what_serve_runs(tiny_model_dir) -> None:
     assert canonical_steps(served_steps("default")) == ("int8-head-g32", "int4-g32-asym", "compile")
     assert served_steps("default:fp32") == ("compile",)
     assert served_steps(str(tiny_model_dir("llama"))) == ("compile",)
+
+
+def test_mlp_amounts_fit_int4() -> None:
+    """With the model's MLP width known, prune-mlp removes whole multiples of the largest int4 group, so the
+    pruned model still takes int4 (SmolLM2-135M: 1536 channels, groups 32 and 64)."""
+    from llmspeed.auto.space import ModelFacts
+
+    f = ModelFacts((32, 64), 1536)
+    assert f.mlp_amounts == (4.1667, 8.3333, 20.8333) and f.mlp_fits_int4
+    from llmspeed.compress.prune.structured import _n_remove
+
+    assert [_n_remove(a, 1536) for a in f.mlp_amounts] == [64, 128, 320]  # the step's own rounding
+    assert not ModelFacts((32, 64), 1000).mlp_fits_int4 and ModelFacts((32, 64), 1000).mlp_amounts == (5, 10, 20)
+    assert not ModelFacts((), 1536).mlp_fits_int4
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=3))
+    both = 0
+    for _ in range(300):
+        t = study.ask()
+        c = params_to_candidate(suggest(t, serving=False, max_threads=2, facts=f))
+        if any(s.startswith("prune-mlp") for s in c.steps) and any(s.startswith("int4") for s in c.steps):
+            both += 1
+            assert Recipe.parse(c.recipe).steps == c.steps
+            assert c.steps[0] in ("prune-mlp-4.1667", "prune-mlp-8.3333", "prune-mlp-20.8333")
+        study.tell(t, [1.0, 1.0])
+    assert both

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmspeed.auto.config import AutoConfig
-from llmspeed.auto.space import Candidate
+from llmspeed.auto.space import Candidate, ModelFacts
 from llmspeed.auto.workload import WorkPrompt, cycle_time, fit_new_tokens, speed_of, threads_set
 from llmspeed.llm import LLM
 
@@ -86,10 +86,10 @@ class LLMMeasurer:
 
         return cpu_info().physical_cores
 
-    def int4_groups(self) -> tuple[int, ...]:
+    def model_facts(self) -> ModelFacts:
         from llmspeed.compress.quant.int4 import fitting_groups
 
-        return fitting_groups(self.base.model)
+        return ModelFacts(fitting_groups(self.base.model), getattr(self.base.config, "intermediate_size", None))
 
     def verdict(self) -> str | None:
         """`llmspeed profile`'s bound for the original (short run); None when it cannot be measured."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from llmspeed.auto.space import Candidate
+from llmspeed.auto.space import Candidate, ModelFacts
 
 
 class Measurer(Protocol):
@@ -15,7 +15,7 @@ class Measurer(Protocol):
     def verdict(self) -> str | None: ...
     def machine(self) -> dict[str, Any]: ...
     def max_threads(self) -> int: ...
-    def int4_groups(self) -> tuple[int, ...]: ...  # the int4 group sizes that divide every layer's K
+    def model_facts(self) -> ModelFacts: ...  # int4 groups that fit, MLP width (space.ModelFacts)
     def screen(self, cand: Candidate) -> dict[str, Any]: ...  # {"quality": {...}, "speed": {...}}
     def speed(self, cand: Candidate) -> dict[str, Any]: ...  # the screening speed run alone (a lossless draft)
     def confirm(self, cand: Candidate) -> dict[str, Any]: ...  # full-eval quality

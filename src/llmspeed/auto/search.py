@@ -53,7 +53,7 @@ class Search:
         self.clock = clock
         self.on_progress = on_progress or (lambda p: None)
         self.serving = cfg.objective in ("throughput", "ttft")
-        self.groups = tuple(measurer.int4_groups())  # int4 group sizes that fit the model: the others never sampled
+        self.facts = measurer.model_facts()  # int4 groups and prune widths that fit the model: no others sampled
         self.records: dict[str, dict[str, Any]] = {r["key"]: r for r in store.records()}
         self.t0 = clock()
         self.deadline = self.t0 + 60.0 * cfg.budget_minutes
@@ -122,7 +122,7 @@ class Search:
         self.study.tell(trial, [score if math.isfinite(score) else -1e12, worst])
 
     def _seeds(self, verdict: str | None) -> list[Candidate]:
-        ctx = SourceContext(self.cfg.objective, verdict, self.m.max_threads(), self.groups)
+        ctx = SourceContext(self.cfg.objective, verdict, self.m.max_threads(), self.facts)
         seen, direct = set(), []
         for src in self.sources:
             for c in src(ctx):
@@ -130,7 +130,7 @@ class Search:
                     continue
                 seen.add(c.key)
                 if c.params:  # inside the TPE space: enqueued, so the sampler learns from it
-                    self.study.enqueue_trial(optuna_params(c.params, self.serving, self.m.max_threads(), self.groups),
+                    self.study.enqueue_trial(optuna_params(c.params, self.serving, self.m.max_threads(), self.facts),
                                              user_attrs={"source": c.source}, skip_if_exists=True)
                 else:
                     direct.append(c)
@@ -152,7 +152,7 @@ class Search:
                 self._screen(direct.pop(0))
                 continue
             trial = self.study.ask()
-            p = suggest(trial, self.serving, self.m.max_threads(), self.groups)
+            p = suggest(trial, self.serving, self.m.max_threads(), self.facts)
             cand = params_to_candidate(p, source=str(trial.user_attrs.get("source", "tpe")))
             if cand.key in self.records:  # measured before (this run or a resumed one): never again
                 self._tell(trial, self.records[cand.key])

@@ -32,6 +32,34 @@ DRAFTS = ("ngram",)  # speculative drafts tried for `decode` on the user's promp
 MAX_BATCH = (4, 8, 16, 32)
 BATCH_TOKENS = (512, 1024, 2048, 4096)
 
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the space needs to know of the model so that no sampled recipe fails on its shapes."""
+
+    int4_groups: tuple[int, ...] = INT4_GROUPS  # group sizes dividing every quantized layer's K
+    mlp_units: int | None = None  # SwiGLU channels per layer (intermediate_size); None: unknown
+
+    @property
+    def mlp_amounts(self) -> tuple[float, ...]:
+        """prune-mlp percentages near 5, 10 and 20 % that remove a multiple of the largest int4 group (so the kept
+        width still takes every group; SmolLM2-135M: 4.1667, 8.3333, 20.8333 % of 1536 = 64, 128, 320
+        channels), or the plain ones where the width is no such multiple."""
+        g, n = max(self.int4_groups, default=0), self.mlp_units
+        if not g or not n or n % g:
+            return PRUNE_AMOUNTS["mlp"]
+        out: list[float] = []
+        for target in PRUNE_AMOUNTS["mlp"]:
+            r = max(1, round(target / 100.0 * n / g)) * g
+            pct = round(100.0 * r / n, 4)
+            if r < n and int(pct / 100.0 * n + 0.5) == r and pct not in out:  # prune-mlp's own rounding agrees
+                out.append(pct)
+        return tuple(out)
+
+    @property
+    def mlp_fits_int4(self) -> bool:
+        return bool(self.int4_groups) and self.mlp_amounts != PRUNE_AMOUNTS["mlp"]
+
+
 BASE_PARAMS: dict[str, Any] = {"weights": "none", "head": "none", "a8": False, "prune": "none", "svd": "none",
                                "compile": False}
 
@@ -88,7 +116,7 @@ def params_to_steps(p: dict[str, Any]) -> tuple[str, ...]:
     steps: list[str] = []
     prune = p["prune"]
     if prune in ("magnitude", "wanda", "mlp"):
-        steps.append(f"prune-{prune}-{int(p['prune_amount'])}")
+        steps.append(f"prune-{prune}-{float(p['prune_amount']):g}")
     elif prune in ("2:4", "wanda-2:4"):
         steps.append(f"prune-{prune}")
     if p["svd"] != "none":
@@ -113,13 +141,13 @@ def params_to_candidate(p: dict[str, Any], source: str = "tpe") -> Candidate:
     return Candidate(steps=params_to_steps(p), serving=serving, source=source, params=dict(p))
 
 
-def suggest(trial: Any, serving: bool, max_threads: int, groups: tuple[int, ...] = INT4_GROUPS) -> dict[str, Any]:
-    """Sample one candidate's parameters from an Optuna trial (conditional space). `groups`: the int4 group sizes
-    that fit the model (`compress.quant.int4.fitting_groups`); none -> no int4."""
-    weights = [w for w in WEIGHTS if w != "int4" or groups]
+def suggest(trial: Any, serving: bool, max_threads: int, facts: ModelFacts = ModelFacts()) -> dict[str, Any]:
+    """Sample one candidate's parameters from an Optuna trial (conditional space). `facts`: the int4 group sizes
+    that fit the model (none -> no int4) and the prune-mlp amounts that keep its widths int4-friendly."""
+    weights = [w for w in WEIGHTS if w != "int4" or facts.int4_groups]
     p: dict[str, Any] = {"weights": trial.suggest_categorical("weights", weights)}
     if p["weights"] == "int4":
-        p["group"] = trial.suggest_categorical("group", list(groups))
+        p["group"] = trial.suggest_categorical("group", list(facts.int4_groups))
         p["grid"] = trial.suggest_categorical("grid", ["asym", "sym"])
         p["gptq"] = trial.suggest_categorical("gptq", [False, True])
     p["head"] = trial.suggest_categorical("head", list(HEADS))
@@ -129,10 +157,11 @@ def suggest(trial: Any, serving: bool, max_threads: int, groups: tuple[int, ...]
     # start pruned 5 trials in 6 and the first 30-min run spent most of its trials on ruined models
     p["prune"] = (trial.suggest_categorical("prune", list(PRUNES[1:]))
                   if trial.suggest_categorical("prune_on", [False, True]) else "none")
-    if p["prune"] == "mlp" and p["weights"] == "int4":  # 5-20 % of 1536 units leaves widths int4's groups do not divide
+    if p["prune"] == "mlp" and p["weights"] == "int4" and not facts.mlp_fits_int4:  # widths no group divides
         p["prune"] = "none"
     if p["prune"] in PRUNE_AMOUNTS:
-        p["prune_amount"] = trial.suggest_categorical(f"amount_{p['prune']}", list(PRUNE_AMOUNTS[p["prune"]]))
+        amounts = facts.mlp_amounts if p["prune"] == "mlp" else PRUNE_AMOUNTS[p["prune"]]
+        p["prune_amount"] = trial.suggest_categorical(f"amount_{p['prune']}", list(amounts))
     # low-rank factors get per-layer ranks (svd-e) that int4's groups do not divide: such a trial could only fail
     p["svd"] = "none"
     if p["weights"] != "int4" and trial.suggest_categorical("svd_on", [False, True]):
@@ -170,10 +199,10 @@ class _Replay:
 
 
 def optuna_params(p: dict[str, Any], serving: bool, max_threads: int,
-                  groups: tuple[int, ...] = INT4_GROUPS) -> dict[str, Any]:
+                  facts: ModelFacts = ModelFacts()) -> dict[str, Any]:
     """A parameter dict as Optuna's trial would hold it (only the names `suggest` asks, amounts per kind)."""
     rec = _Replay(BASE_PARAMS | p)
-    suggest(rec, serving, max_threads, groups)
+    suggest(rec, serving, max_threads, facts)
     return rec.asked
 
 
@@ -244,11 +273,11 @@ class SourceContext:
     objective: str
     verdict: str | None
     max_threads: int
-    int4_groups: tuple[int, ...] = INT4_GROUPS  # the group sizes that fit the model
+    facts: ModelFacts = ModelFacts()
 
     def fits(self, p: dict[str, Any]) -> bool:
         """Whether a parameter dict's int4 group (if any) fits the model."""
-        return p.get("weights") != "int4" or p.get("group") in self.int4_groups
+        return p.get("weights") != "int4" or p.get("group") in self.facts.int4_groups
 
 
 def preset_source(ctx: SourceContext) -> list[Candidate]:
