@@ -145,9 +145,9 @@ class LLMMeasurer:
 
     def _speed(self, llm: LLM, cand: Candidate, full: bool) -> dict[str, Any]:
         c = self.cfg
-        return speed_of(llm, c.objective, self.prompts, new_tokens=c.new_tokens if full else max(4, c.new_tokens // 2),
-                        repeats=c.repeats if full else 1, concurrency=c.concurrency, serving=cand.serving_dict,
-                        prefill_len=512 if full else 256)
+        return speed_of(llm, c.objective, self.prompts, new_tokens=c.new_tokens,
+                        repeats=c.repeats if full else c.screen_repeats, concurrency=c.concurrency,
+                        serving=cand.serving_dict, prefill_len=512 if full else 256)
 
     def _quality(self, llm: LLM, full: bool) -> dict[str, Any]:
         c = self.cfg
