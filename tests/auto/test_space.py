@@ -161,3 +161,12 @@ def test_mlp_amounts_fit_int4() -> None:
             assert c.steps[0] in ("prune-mlp-4.1667", "prune-mlp-8.3333", "prune-mlp-20.8333")
         study.tell(t, [1.0, 1.0])
     assert both
+
+
+def test_mlp_fits_int4_when_the_amounts_come_out_round() -> None:
+    """1280 channels, group 64: the fitting amounts are exactly 5/10/20 % (64/128/256) and still fit int4 (the
+    check once compared the amounts with the plain ones and said no)."""
+    from llmspeed.auto.space import ModelFacts
+
+    f = ModelFacts((32, 64), 1280)
+    assert f.mlp_amounts == (5.0, 10.0, 20.0) and f.mlp_fits_int4

@@ -44,9 +44,10 @@ class ModelFacts:
         """prune-mlp percentages near 5, 10 and 20 % that remove a multiple of the largest int4 group (so the kept
         width still takes every group; SmolLM2-135M: 4.1667, 8.3333, 20.8333 % of 1536 = 64, 128, 320
         channels), or the plain ones where the width is no such multiple."""
-        g, n = max(self.int4_groups, default=0), self.mlp_units
-        if not g or not n or n % g:
+        if not self.mlp_fits_int4:
             return PRUNE_AMOUNTS["mlp"]
+        g, n = max(self.int4_groups), self.mlp_units
+        assert n is not None
         out: list[float] = []
         for target in PRUNE_AMOUNTS["mlp"]:
             r = max(1, round(target / 100.0 * n / g)) * g
@@ -57,7 +58,8 @@ class ModelFacts:
 
     @property
     def mlp_fits_int4(self) -> bool:
-        return bool(self.int4_groups) and self.mlp_amounts != PRUNE_AMOUNTS["mlp"]
+        """Whether the MLP width is a multiple of the largest int4 group (then pruned widths can stay one)."""
+        return bool(self.int4_groups) and bool(self.mlp_units) and self.mlp_units % max(self.int4_groups) == 0
 
 
 BASE_PARAMS: dict[str, Any] = {"weights": "none", "head": "none", "a8": False, "prune": "none", "svd": "none",
