@@ -108,17 +108,17 @@ def concurrent(llm: Any, prompts: list[WorkPrompt], repeats: int, serving: dict[
     repeats."""
     eng = {k: serving[k] for k in ("max_batch", "max_batch_tokens") if k in serving}
     llm.reset_engine(enable_prefix_cache=False, kv_cache_tokens=SERVE_KV_CACHE_TOKENS, **eng)  # the server's KV
-    work = [([wp.prompt for wp in w], min(fit_new_tokens(llm, wp.prompt, wp.max_tokens) for wp in w))
-            for w in waves(prompts, concurrency)]
+    spans = [[_span(llm, wp) for wp in w] for w in waves(prompts, concurrency)]  # (prompt, new) tokens per request
+    work = [([wp.prompt for wp in w], min(n for _, n in sp))
+            for w, sp in zip(waves(prompts, concurrency), spans, strict=True)]
     with threads_set(serving.get("threads")):
         # warm-up with a whole wave: a compiled candidate builds its batch-`concurrency` decode graph here, not
         # inside the timed run (a screening run has one repeat, so a cold compile there misranked compile)
         llm.generate(work[0][0], max_new_tokens=4, ignore_eos=True)
         # ... and the graphs of every KV-length bucket the waves reach (a wave's batch is padded to its longest row)
         rows = min(concurrency, serving.get("max_batch", concurrency))
-        spans = [(max(_span(llm, wp)[0] for wp in w), n_new) for w, (_, n_new) in
-                 zip(waves(prompts, concurrency), work, strict=True)]
-        warm_decode_buckets(llm, spans, rows)
+        warm_decode_buckets(llm, [(max(p for p, _ in sp), n_new) for sp, (_, n_new) in zip(spans, work, strict=True)],
+                            rows)
         tps, ttft = [], []
         for _ in range(repeats):
             n_tok, wall, firsts = 0, 0.0, []

@@ -133,15 +133,16 @@ def render(res: Any) -> None:
     con.print(f"Pareto fronts: {len(fr['speed'])} non-dominated of {measured['speed']} measured points ({key} vs "
               f"ΔPPL), {len(fr['size'])} of {measured['size']} (size vs ΔPPL)")
     if res.ablation:
+        rows = ablation_rows(res)
         t = Table(title="Strategy -> % cycle-time cut (measured, one request; ms; T = pre + prefill + decode + "
                   "post)")
         for c in ("+ step", "pre", "prefill", "decode", "post", "T", "cut %", "vs orig"):
             if c == "+ step":  # recipe tokens stay whole (a folded "int4-g32-asym" reads as two steps); a long
                 # serving row folds within 15 columns rather than squeezing the figures
-                t.add_column(c, overflow="fold", min_width=min(15, max(len(r[0]) for r in ablation_rows(res))))
+                t.add_column(c, overflow="fold", min_width=min(15, max(len(r[0]) for r in rows)))
             else:
                 t.add_column(c, justify="right", overflow="fold")
-        for row in ablation_rows(res):  # the cumulative recipe column is in report.html
+        for row in rows:  # the cumulative recipe column is in report.html
             t.add_row(row[0], *row[2:])
         con.print(t)
     con.print(("[green]" if res.accepted else "[red]") + res.message + "[/]")
